@@ -1,0 +1,42 @@
+/* Helpers shared by the C tests. */
+#ifndef VDISK_TESTUTIL_H
+#define VDISK_TESTUTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "vdisk/vdisk.h"
+
+/* A fresh temporary directory, removed at exit. */
+const char *tu_tmpdir(void);
+/* spec with every "@TMP@" replaced by tu_tmpdir(); malloc'd. */
+char *tu_spec(const char *spec);
+/* Open a spec (after @TMP@ substitution); aborts the test with the message on failure. */
+struct vdisk *tu_open(const char *spec, unsigned flags);
+
+/* Deterministic content for a sector: depends on seed and sector number. */
+void tu_pattern(void *buf, size_t len, uint64_t first_sector, uint32_t sector_size,
+                uint64_t seed);
+/* Page-aligned, zeroed; free with free(). */
+void *tu_alloc(size_t len);
+
+/* Synchronous single operations on a queue (submit + wait), returning the status. */
+vdisk_status tu_readv(struct vdisk_queue *q, uint64_t sector, const struct iovec *iov, int n);
+vdisk_status tu_writev(struct vdisk_queue *q, uint64_t sector, const struct iovec *iov, int n,
+                       unsigned flags);
+vdisk_status tu_read(struct vdisk_queue *q, uint64_t sector, void *buf, size_t len);
+vdisk_status tu_write(struct vdisk_queue *q, uint64_t sector, const void *buf, size_t len,
+                      unsigned flags);
+vdisk_status tu_flush(struct vdisk_queue *q);
+vdisk_status tu_unmap(struct vdisk_queue *q, uint64_t sector, uint64_t count);
+vdisk_status tu_write_zeroes(struct vdisk_queue *q, uint64_t sector, uint64_t count,
+                             unsigned flags);
+vdisk_status tu_extents(struct vdisk_queue *q, uint64_t sector, uint64_t count,
+                        struct vdisk_extent *ext, unsigned max, unsigned *n);
+
+/* "illegal-block" etc. for messages */
+const char *tu_st(vdisk_status st);
+
+#endif
