@@ -94,8 +94,6 @@ static int file_open(struct vdisk *d, json_t *cfg)
 	if (have_create && (create == 0 || create % ss))
 		return vdisk_set_error("create: %" PRIu64 " is not a non-zero multiple of %" PRIu64,
 		                       create, ss);
-	if (have_create && ro)
-		return vdisk_set_error("create: cannot create a read-only file");
 
 	struct file *f = calloc(1, sizeof *f);
 	if (!f)
@@ -111,6 +109,11 @@ static int file_open(struct vdisk *d, json_t *cfg)
 
 	int flags = (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC | (direct ? O_DIRECT : 0);
 	f->fd = open(path, flags);
+	if (f->fd < 0 && errno == ENOENT && have_create && ro) {
+		vdisk_set_error("path '%s': does not exist, and create= cannot make a read-only file",
+		                path);
+		goto fail;
+	}
 	if (f->fd < 0 && errno == ENOENT && have_create) {
 		f->fd = open(path, flags | O_CREAT | O_EXCL, 0666);
 		if (f->fd >= 0) {
