@@ -231,6 +231,26 @@ struct vdisk_driver {
 	/* NULL-terminated keys of cfg whose values are secrets: inspect shows them
 	 * as "***" and no message of the core repeats them. */
 	const char *const *secret_keys;
+
+	/* Persistent reservations, when this layer implements them (and sets
+	 * vdisk_meta.has_pr).  A layer without them whose has_pr is inherited
+	 * from its only child passes the calls down to it.  The calls follow the
+	 * public vdisk_pr_* functions, which have already checked the type and
+	 * flags; d is the layer. */
+	const struct vdisk_pr_ops *pr;
+};
+
+struct vdisk_pr_ops {
+	vdisk_status (*capabilities)(struct vdisk *d, struct vdisk_pr_capabilities *caps);
+	vdisk_status (*report)(struct vdisk *d, struct vdisk_pr_report *rep,
+	                       struct vdisk_pr_registrant *regs, unsigned max);
+	vdisk_status (*register_key)(struct vdisk *d, uint64_t current_key, uint64_t new_key,
+	                             unsigned flags);
+	vdisk_status (*reserve)(struct vdisk *d, uint64_t key, enum vdisk_pr_type type);
+	vdisk_status (*release)(struct vdisk *d, uint64_t key, enum vdisk_pr_type type);
+	vdisk_status (*clear)(struct vdisk *d, uint64_t key);
+	vdisk_status (*preempt)(struct vdisk *d, uint64_t key, uint64_t preempt_key,
+	                        enum vdisk_pr_type type, bool abort);
 };
 
 /* Register a driver at run time (out-of-tree backends, tests).  The table must

@@ -365,6 +365,97 @@ void vdisk_list_types(void (*fn)(const char *name, const char *description, void
 uint64_t vdisk_ticks(void);
 double vdisk_ticks_per_ns(void);
 
+/* ------------------------------------------------------------------------- */
+/* Persistent reservations                                                     */
+/* ------------------------------------------------------------------------- */
+
+/* The SCSI (SPC-4 PERSISTENT RESERVE IN/OUT) and NVMe reservation model, for the
+ * disks where vdisk_has_persistent_reservations() is true (a "prwrap" layer
+ * emulates it over any disk).  The disk handle is the initiator: a stack opened
+ * once is one initiator, identified by the host id its PR layer was given.
+ *
+ * Each call is a synchronous control call, safe from any thread, that returns
+ * the outcome as a status:
+ *   VDISK_OK;
+ *   VDISK_ERR_RESERVATION_CONFLICT  a key that does not match this initiator's
+ *                                   registration, an unregistered initiator, a
+ *                                   reservation held by another;
+ *   VDISK_ERR_INVALID_INPUT         a type out of range, a release of a type
+ *                                   other than the one held, a preempt key of 0
+ *                                   where it means nothing, unknown flags;
+ *   VDISK_ERR_NOT_SUPPORTED         no layer of the stack implements them;
+ *   VDISK_ERR_IO                    the persistent state could not be saved
+ *                                   (nothing changed).
+ * Reads and writes of an initiator that the reservation excludes complete with
+ * VDISK_ERR_RESERVATION_CONFLICT; I/O in flight when the initiator is preempted
+ * with abort completes with VDISK_ERR_ABORTED_PREEMPT. */
+
+/* Reservation types.  The values are the NVMe RTYPE codes and Linux PR_* values
+ * (SCSI PR TYPE codes differ: 1, 3, 5, 6, 7, 8). */
+enum vdisk_pr_type {
+	VDISK_PR_NONE = 0, /* in a report: no reservation */
+	VDISK_PR_WRITE_EXCLUSIVE = 1,
+	VDISK_PR_EXCLUSIVE_ACCESS = 2,
+	VDISK_PR_WRITE_EXCLUSIVE_REGISTRANTS_ONLY = 3,
+	VDISK_PR_EXCLUSIVE_ACCESS_REGISTRANTS_ONLY = 4,
+	VDISK_PR_WRITE_EXCLUSIVE_ALL_REGISTRANTS = 5,
+	VDISK_PR_EXCLUSIVE_ACCESS_ALL_REGISTRANTS = 6,
+};
+
+/* "write-exclusive", "exclusive-access-registrants-only", ..., "none". */
+const char *vdisk_pr_type_name(enum vdisk_pr_type type);
+
+struct vdisk_pr_capabilities {
+	uint32_t types;                  /* bit (1u << type) for each supported type */
+	bool persist_through_power_loss; /* VDISK_PR_SET_PTPL is accepted */
+};
+
+struct vdisk_pr_registrant {
+	uint64_t key;           /* the registered reservation key (never 0) */
+	uint8_t host_id[16];    /* the initiator's host identifier */
+	uint8_t host_id_len;    /* 8 or 16 */
+	uint16_t controller_id; /* a number for the initiator, stable while it exists */
+	bool holds_reservation; /* for the all-registrants types, every registrant */
+};
+
+struct vdisk_pr_report {
+	uint32_t generation;             /* bumped by register, clear and preempt */
+	uint8_t type;                    /* enum vdisk_pr_type; VDISK_PR_NONE if none */
+	bool persist_through_power_loss; /* PTPL is active */
+	unsigned nregistrants;           /* registrants that exist (may exceed max) */
+};
+
+/* Flags of vdisk_pr_register(). */
+enum {
+	VDISK_PR_IGNORE_EXISTING_KEY = 1u << 0, /* register whatever the current key */
+	VDISK_PR_SET_PTPL = 1u << 1,            /* activate persist-through-power-loss */
+	VDISK_PR_CLEAR_PTPL = 1u << 2,          /* deactivate it */
+};
+
+vdisk_status vdisk_pr_capabilities(struct vdisk *d, struct vdisk_pr_capabilities *caps);
+
+/* Fill *rep and up to max registrants in regs (regs may be NULL if max is 0). */
+vdisk_status vdisk_pr_report(struct vdisk *d, struct vdisk_pr_report *rep,
+                             struct vdisk_pr_registrant *regs, unsigned max);
+
+/* REGISTER (current_key must match this initiator's key, 0 when unregistered)
+ * or, with VDISK_PR_IGNORE_EXISTING_KEY, REGISTER AND IGNORE EXISTING KEY.
+ * new_key 0 unregisters. */
+vdisk_status vdisk_pr_register(struct vdisk *d, uint64_t current_key, uint64_t new_key,
+                               unsigned flags);
+
+/* RESERVE / RELEASE with this initiator's key. */
+vdisk_status vdisk_pr_reserve(struct vdisk *d, uint64_t key, enum vdisk_pr_type type);
+vdisk_status vdisk_pr_release(struct vdisk *d, uint64_t key, enum vdisk_pr_type type);
+
+/* CLEAR: drop the reservation and every registration. */
+vdisk_status vdisk_pr_clear(struct vdisk *d, uint64_t key);
+
+/* PREEMPT (abort false) or PREEMPT AND ABORT: remove the registrations holding
+ * preempt_key and, when they hold the reservation, take it over with type. */
+vdisk_status vdisk_pr_preempt(struct vdisk *d, uint64_t key, uint64_t preempt_key,
+                              enum vdisk_pr_type type, bool abort);
+
 #ifdef __cplusplus
 }
 #endif
