@@ -108,7 +108,12 @@ static int file_open(struct vdisk *d, json_t *cfg)
 		goto nomem;
 
 	int flags = (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC | (direct ? O_DIRECT : 0);
-	f->fd = open(path, flags);
+	/* an image's access time means nothing, and keeping it costs every read a
+	 * clock read and a check (about 3% of a page-cache read); O_NOATIME is only
+	 * allowed to the owner, so fall back without it */
+	f->fd = open(path, flags | O_NOATIME);
+	if (f->fd < 0 && errno == EPERM)
+		f->fd = open(path, flags);
 	if (f->fd < 0 && errno == ENOENT && have_create && ro) {
 		vdisk_set_error("path '%s': does not exist, and create= cannot make a read-only file",
 		                path);

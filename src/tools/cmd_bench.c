@@ -30,6 +30,8 @@ const struct vdisk_cmd vdisk_cmd_bench = {
 	    "  --size SIZE        use only the first SIZE bytes of the disk (default: all)\n"
 	    "  --rwmixread PCT    reads in percent for randrw (default 50)\n"
 	    "  --seed N           random seed (default 1)\n"
+	    "  --fill             first write the whole region with random data (1 MiB\n"
+	    "                     writes), so that reads of a sparse disk read real memory\n"
 	    "  --json             print JSON: iops, mib_per_s, lat_ns {mean, p50, p99, max},\n"
 	    "                     per_queue [...]\n\n"
 	    "Write modes overwrite the disk's data.  Read modes open it read-only.\n",
@@ -289,12 +291,13 @@ static int bench_main(int argc, char **argv)
 		{"runtime", required_argument, NULL, 't'},  {"ramp", required_argument, NULL, 'R'},
 		{"size", required_argument, NULL, 's'},     {"rwmixread", required_argument, NULL, 'm'},
 		{"seed", required_argument, NULL, 'S'},     {"json", no_argument, NULL, 'j'},
+		{"fill", no_argument, NULL, 'F'},
 		{NULL, 0, NULL, 0},
 	};
 	const struct vdisk_cmd *cmd = &vdisk_cmd_bench;
 	struct params p = {.rw = RANDREAD, .bs = 4096, .iodepth = 32, .queues = 1, .mixread = 50,
 	                   .runtime = 5, .seed = 1};
-	bool json = false;
+	bool json = false, fill = false;
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -347,6 +350,7 @@ static int bench_main(int argc, char **argv)
 			break;
 		}
 		case 'j': json = true; break;
+		case 'F': fill = true; break;
 		default: return tool_usage(cmd, "unknown option");
 		}
 	}
@@ -354,7 +358,7 @@ static int bench_main(int argc, char **argv)
 		return tool_usage(cmd, "expected one SPEC");
 	p.spec = argv[optind];
 
-	bool reads_only = p.rw == RANDREAD || p.rw == READ;
+	bool reads_only = (p.rw == RANDREAD || p.rw == READ) && !fill;
 	struct vdisk *d = vdisk_open(p.spec, reads_only ? VDISK_OPEN_READ_ONLY : 0);
 	if (!d)
 		return tool_error("bench", EXIT_FAIL, "%s", vdisk_errmsg());
@@ -374,8 +378,34 @@ static int bench_main(int argc, char **argv)
 		goto out_disk;
 	}
 	if (!reads_only && vdisk_read_only(d)) {
-		rc = tool_error("bench", EXIT_FAIL, "--rw %s: the disk is read-only", rw_names[p.rw]);
+		rc = tool_error("bench", EXIT_FAIL, "--rw %s%s: the disk is read-only", rw_names[p.rw],
+		                fill ? " --fill" : "");
 		goto out_disk;
+	}
+	if (fill) {
+		size_t chunk = 1 << 20;
+		unsigned char *buf = aligned_alloc(4096, chunk);
+		uint64_t rng = p.seed * 0x9E3779B97F4A7C15ull | 1;
+		if (!buf) {
+			rc = tool_error("bench", EXIT_FAIL, "out of memory");
+			goto out_disk;
+		}
+		for (uint64_t off = 0; off < p.size; off += chunk) {
+			size_t n = p.size - off < chunk ? (size_t)(p.size - off) : chunk;
+			for (size_t i = 0; i < n; i += 8) {
+				uint64_t x = xorshift(&rng);
+				memcpy(buf + i, &x, 8);
+			}
+			vdisk_status st = vdisk_pwrite(d, buf, n, off, 0);
+			if (!vdisk_ok(st)) {
+				char sb[256];
+				rc = tool_error("bench", EXIT_FAIL, "--fill at byte %" PRIu64 ": %s", off,
+				                vdisk_status_str(st, sb, sizeof sb));
+				free(buf);
+				goto out_disk;
+			}
+		}
+		free(buf);
 	}
 
 	struct bq *bqs = calloc(p.queues, sizeof *bqs);
