@@ -446,7 +446,11 @@ static int file_write(struct vdisk_req *r)
 						cnt = SLICE_MAX;
 					iov = sl;
 				}
-				n = pwritev2(f->fd, iov, cnt, off + (off_t)done, fl);
+				/* one buffer and no flag: pwrite skips the iovec import */
+				if (cnt == 1 && !fl)
+					n = pwrite(f->fd, iov[0].iov_base, iov[0].iov_len, off + (off_t)done);
+				else
+					n = pwritev2(f->fd, iov, cnt, off + (off_t)done, fl);
 				if (n < 0 && errno == EINTR)
 					continue;
 				if (n < 0)

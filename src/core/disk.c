@@ -415,7 +415,7 @@ VD_EXPORT void vdisk_meta_inherit(struct vdisk *d, struct vdisk *inner)
 	d->meta.req_ctx_size = ctx;
 	/* the core re-derives these from the decorator's own driver table */
 	d->meta.caps &= ~(unsigned)(VDISK_CAP_WRITE_ZEROES | VDISK_CAP_EXTENTS |
-	                            VDISK_CAP_RESIZE | VDISK_CAP_EJECT);
+	                            VDISK_CAP_RESIZE | VDISK_CAP_EJECT | VDISK_CAP_FAST_ZERO);
 	if (inner->meta.caps & VDISK_CAP_RESIZE)
 		d->meta.caps |= VDISK_CAP_RESIZE;
 	d->size_src = inner;

@@ -3,6 +3,8 @@
  * metadata validation, a pass-through decorator running the conformance suite,
  * secrets in inspect output, and drivers that break the completion contract. */
 #include <errno.h>
+#include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -145,6 +147,33 @@ static const struct vdisk_driver pass_driver = {
 	.extents = pass_fwd,
 };
 
+/* ---- "slow": reads done on the worker pool -------------------------------- */
+
+static pthread_t queue_thread;
+static bool wrong_thread;
+
+static vdisk_status slow_work(struct vdisk_req *r)
+{
+	struct mini *m = vdisk_priv(r->disk);
+	if (pthread_equal(pthread_self(), queue_thread))
+		wrong_thread = true; /* the work must not run on the queue's thread */
+	usleep(2000);
+	vdisk_iov_from_buf(r->iov, r->iovcnt, 0, m->data + r->sector * 512, r->len);
+	return vdisk_status_ok();
+}
+
+static int slow_read(struct vdisk_req *r) { return vdisk_offload(r, slow_work); }
+
+static const struct vdisk_driver slow_driver = {
+	.struct_size = sizeof(struct vdisk_driver),
+	.name = "slow",
+	.description = "test: reads on the worker pool",
+	.open = mini_open,
+	.close = mini_close,
+	.read = slow_read,
+	.write = mini_write,
+};
+
 /* ---- "broken": breaks the completion contract on purpose ----------------- */
 
 static int broken_read(struct vdisk_req *r)
@@ -181,6 +210,7 @@ static int setup_drivers(void **state)
 		assert_int_equal(vdisk_register_driver(&mininz_driver), 0);
 		assert_int_equal(vdisk_register_driver(&pass_driver), 0);
 		assert_int_equal(vdisk_register_driver(&broken_driver), 0);
+		assert_int_equal(vdisk_register_driver(&slow_driver), 0);
 		done = true;
 	}
 	return 0;
@@ -319,6 +349,53 @@ static void test_backpressure_is_retried(void **state)
 		assert_int_equal(sts[i].kind, VDISK_OK);
 	assert_int_equal(buf[7 * 512], 0x42);
 	assert_int_equal(m->eagain_left, 0);
+	vdisk_queue_destroy(q);
+	vdisk_unref(d);
+	free(buf);
+}
+
+struct tcb {
+	int n;
+	bool on_queue_thread;
+};
+
+static void tcb_fn(void *o, vdisk_status st)
+{
+	struct tcb *t = o;
+	assert_int_equal(st.kind, VDISK_OK);
+	t->n++;
+	t->on_queue_thread = pthread_equal(pthread_self(), queue_thread);
+}
+
+static void test_offload_completes_on_queue(void **state)
+{
+	(void)state;
+	struct vdisk *d = tu_open("slow:size=1M", 0);
+	struct mini *m = vdisk_priv(d);
+	memset(m->data, 0x61, m->size);
+	queue_thread = pthread_self();
+	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
+	unsigned char *buf = tu_alloc(16 * 512);
+	struct iovec iov[16];
+	struct tcb t = {0};
+	for (int i = 0; i < 16; i++) {
+		iov[i] = (struct iovec){buf + i * 512, 512};
+		assert_int_equal(vdisk_readv(q, (uint64_t)i, &iov[i], 1, tcb_fn, &t), 0);
+	}
+	/* blocking waits wake on completions from the pool */
+	while (t.n < 16)
+		assert_true(vdisk_queue_wait(q, 5000000000) > 0);
+	assert_true(t.on_queue_thread);
+	assert_false(wrong_thread);
+	assert_int_equal(buf[15 * 512], 0x61);
+	/* and so does the event-loop descriptor */
+	int fd = vdisk_queue_fd(q);
+	assert_int_equal(vdisk_readv(q, 0, &iov[0], 1, tcb_fn, &t), 0);
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	while (t.n < 17) {
+		assert_int_equal(poll(&p, 1, 5000), 1);
+		vdisk_queue_poll(q);
+	}
 	vdisk_queue_destroy(q);
 	vdisk_unref(d);
 	free(buf);
@@ -469,6 +546,7 @@ int main(void)
 		cmocka_unit_test(test_eject_unsupported),
 		cmocka_unit_test(test_backpressure_is_retried),
 		cmocka_unit_test(test_error_return_becomes_status),
+		cmocka_unit_test(test_offload_completes_on_queue),
 		cmocka_unit_test(test_metadata_validated),
 		cmocka_unit_test(test_decorator_conformance),
 		cmocka_unit_test(test_child_error_names_path),
