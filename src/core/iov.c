@@ -30,6 +30,7 @@ VD_EXPORT size_t vdisk_iov_length(const struct iovec *iov, int iovcnt)
 			done_ += n_;                                                                   \
 			left_ -= n_;                                                                   \
 		}                                                                                  \
+		(void)done_;                                                                       \
 	} while (0)
 
 VD_EXPORT void vdisk_iov_to_buf(const struct iovec *iov, int iovcnt, size_t off, void *buf,
