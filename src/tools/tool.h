@@ -31,4 +31,16 @@ bool tool_wants_help(int argc, char **argv);
 /* "1.0 GiB" */
 const char *tool_human_size(uint64_t bytes, char *buf, size_t len);
 
+/* A progress bar on stderr, drawn only when stderr is a terminal. */
+struct tool_progress {
+	bool tty;
+	uint64_t total;
+	uint64_t last_ns;
+	int last_pct;
+	const char *what;
+};
+void tool_progress_start(struct tool_progress *p, const char *what, uint64_t total);
+void tool_progress_update(struct tool_progress *p, uint64_t done);
+void tool_progress_end(struct tool_progress *p);
+
 #endif
