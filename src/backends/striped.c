@@ -1,0 +1,510 @@
+/* striped: RAID-0 over N disks.
+ *
+ * Mapping (the reference's): logical sector L is in chunk c = L / spc (spc =
+ * sectors per chunk), on member c mod N, at member sector (c / N) * spc +
+ * L mod spc.  Consecutive chunks of one member are adjacent on that member, so
+ * the part of any request that falls on one member is one contiguous member
+ * range: a request becomes at most one child per member, whose buffer is the
+ * member's pieces of the caller's buffer, gathered into one iovec list.  The
+ * children run concurrently and the request completes when all have, with the
+ * first error found, of the kind the member reported (the reference turns all
+ * of them into I/O errors).
+ *
+ * Members must agree on sector size, sector count and read-only.  The size is
+ * fixed at open (members' resizes are not followed: they would move every
+ * chunk).  Unmap behaviour: zeroes if every member zeroes, ignored if every
+ * member ignores (the reference says unspecified there, which is a defect),
+ * else unspecified. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vdisk/backend.h"
+
+#define MAX_MEMBERS 1024
+#define IOV_CLASSES 24 /* free lists of iovec arrays of 2^k entries */
+
+struct stripe {
+	unsigned n;
+	struct vdisk **disks;
+	uint64_t spc;        /* sectors per chunk */
+	uint64_t chunk_size; /* bytes */
+	uint32_t ss;
+	unsigned shift;
+};
+
+/* Per queue: iovec arrays for gathered pieces (no malloc once warm), and the
+ * per-member counters used while a request is split (never across calls). */
+struct stripe_q {
+	void *free_iov[IOV_CLASSES];
+	uint64_t *m_start;  /* first member sector */
+	uint64_t *m_count;  /* sectors */
+	unsigned *m_niov;   /* iovec entries */
+	unsigned *m_pos;    /* next entry to fill */
+	unsigned *touched;  /* members in use, in the order first met */
+};
+
+struct stripe_ctx {
+	unsigned pending;
+	vdisk_status st;
+	struct iovec *iov;
+	unsigned iov_class;
+};
+
+/* ------------------------------------------------------------------------- */
+/* Open                                                                        */
+/* ------------------------------------------------------------------------- */
+
+static int striped_open(struct vdisk *d, json_t *cfg)
+{
+	static const char *const keys[] = {"disks", "chunk-size", "sector-count", NULL};
+	uint64_t chunk = 128 * 1024, want_count = 0;
+	int have_count;
+	if (vdisk_cfg_check(cfg, keys) < 0 || vdisk_cfg_size(cfg, "chunk-size", &chunk) < 0 ||
+	    (have_count = vdisk_cfg_uint(cfg, "sector-count", &want_count)) < 0)
+		return -1;
+	json_t *disks = json_object_get(cfg, "disks");
+	if (!disks)
+		return vdisk_set_error("disks: required (an array of member specs)");
+	if (!json_is_array(disks))
+		return vdisk_set_error("disks: expected an array of member specs");
+	size_t n = json_array_size(disks);
+	if (n == 0)
+		return vdisk_set_error("disks: empty (a stripe set needs at least one member)");
+	if (n > MAX_MEMBERS)
+		return vdisk_set_error("disks: %zu members; at most %d", n, MAX_MEMBERS);
+	if (chunk == 0)
+		return vdisk_set_error("chunk-size: must not be 0");
+
+	struct stripe *s = calloc(1, sizeof *s);
+	if (!s || !(s->disks = calloc(n, sizeof *s->disks))) {
+		free(s);
+		return vdisk_set_error_errno(ENOMEM, "striped");
+	}
+	s->n = (unsigned)n;
+	s->chunk_size = chunk;
+	struct vdisk_meta *m = vdisk_meta(d);
+	for (size_t i = 0; i < n; i++) {
+		char what[32];
+		snprintf(what, sizeof what, "disks[%zu]", i);
+		s->disks[i] = vdisk_open_child(d, json_array_get(disks, i), what, false);
+		if (!s->disks[i])
+			goto fail;
+	}
+
+	struct vdisk *d0 = s->disks[0];
+	s->ss = vdisk_sector_size(d0);
+	s->shift = (unsigned)__builtin_ctz(s->ss);
+	if (chunk % s->ss) {
+		vdisk_set_error("chunk-size: %" PRIu64 " is not a multiple of the members' %" PRIu32
+		                "-byte sectors",
+		                chunk, s->ss);
+		goto fail;
+	}
+	s->spc = chunk / s->ss;
+	uint64_t count0 = vdisk_sector_count(d0);
+	bool ro0 = vdisk_read_only(d0);
+	bool fua = true, zero = true, ignored = true, fast_zero = true, shared_flush = true;
+	uint32_t phys = 0, opt = 1;
+	for (unsigned i = 0; i < s->n; i++) {
+		struct vdisk *di = s->disks[i];
+		if (vdisk_sector_size(di) != s->ss) {
+			vdisk_set_error("disks[%u]: %" PRIu32 "-byte sectors, but disks[0] has %" PRIu32, i,
+			                vdisk_sector_size(di), s->ss);
+			goto fail;
+		}
+		if (vdisk_sector_count(di) != count0) {
+			vdisk_set_error("disks[%u]: %" PRIu64 " sectors, but disks[0] has %" PRIu64
+			                " (members must be the same size)",
+			                i, vdisk_sector_count(di), count0);
+			goto fail;
+		}
+		if (vdisk_read_only(di) != ro0) {
+			vdisk_set_error("disks[%u]: %s, but disks[0] is %s", i,
+			                vdisk_read_only(di) ? "read-only" : "writable",
+			                ro0 ? "read-only" : "writable");
+			goto fail;
+		}
+		fua &= vdisk_fua_respected(di);
+		enum vdisk_unmap_behavior u = vdisk_unmap_behavior(di);
+		zero &= u == VDISK_UNMAP_ZEROES;
+		ignored &= u == VDISK_UNMAP_IGNORED;
+		fast_zero &= (vdisk_caps(di) & VDISK_CAP_FAST_ZERO) != 0;
+		shared_flush &= (vdisk_caps(di) & VDISK_CAP_SHARED_FLUSH) != 0;
+		if (vdisk_physical_sector_size(di) > phys)
+			phys = vdisk_physical_sector_size(di);
+		if (vdisk_optimal_unmap_sectors(di) > opt)
+			opt = vdisk_optimal_unmap_sectors(di);
+	}
+	/* whole chunks of each member; always a multiple of n * spc */
+	uint64_t total = count0 / s->spc * s->spc * s->n;
+	if (total == 0) {
+		vdisk_set_error("chunk-size: %" PRIu64 " bytes is larger than a member (%" PRIu64
+		                " sectors)",
+		                chunk, count0);
+		goto fail;
+	}
+	uint64_t count = total;
+	if (have_count) {
+		if (want_count == 0 || want_count > total) {
+			vdisk_set_error("sector-count: %" PRIu64 " is not in 1..%" PRIu64
+			                " (the members' whole chunks)",
+			                want_count, total);
+			goto fail;
+		}
+		if (want_count % (s->spc * s->n)) {
+			vdisk_set_error("sector-count: %" PRIu64 " is not a multiple of a stripe (%" PRIu64
+			                " sectors: %u members x %" PRIu64 ")",
+			                want_count, s->spc * s->n, s->n, s->spc);
+			goto fail;
+		}
+		count = want_count;
+	}
+
+	vdisk_set_priv(d, s);
+	m->sector_size = s->ss;
+	m->physical_sector_size = phys;
+	m->sector_count = count;
+	m->fua = fua;
+	m->read_only = ro0;
+	m->unmap = zero ? VDISK_UNMAP_ZEROES : ignored ? VDISK_UNMAP_IGNORED : VDISK_UNMAP_UNSPECIFIED;
+	m->optimal_unmap_sectors = opt;
+	m->caps = (fast_zero ? VDISK_CAP_FAST_ZERO : 0) | (shared_flush ? VDISK_CAP_SHARED_FLUSH : 0);
+	m->req_ctx_size = sizeof(struct stripe_ctx);
+	return 0;
+fail:
+	/* the members opened so far are closed by the core */
+	free(s->disks);
+	free(s);
+	return -1;
+}
+
+static void striped_close(struct vdisk *d)
+{
+	struct stripe *s = vdisk_priv(d);
+	free(s->disks);
+	free(s);
+}
+
+static int striped_queue_init(struct vdisk *d, struct vdisk_queue *q, void **qstate)
+{
+	(void)q;
+	struct stripe *s = vdisk_priv(d);
+	struct stripe_q *sq = calloc(1, sizeof *sq);
+	if (!sq)
+		return vdisk_set_error_errno(ENOMEM, "striped queue");
+	sq->m_start = calloc(s->n, sizeof *sq->m_start);
+	sq->m_count = calloc(s->n, sizeof *sq->m_count);
+	sq->m_niov = calloc(s->n, sizeof *sq->m_niov);
+	sq->m_pos = calloc(s->n, sizeof *sq->m_pos);
+	sq->touched = calloc(s->n, sizeof *sq->touched);
+	if (!sq->m_start || !sq->m_count || !sq->m_niov || !sq->m_pos || !sq->touched) {
+		free(sq->m_start);
+		free(sq->m_count);
+		free(sq->m_niov);
+		free(sq->m_pos);
+		free(sq->touched);
+		free(sq);
+		return vdisk_set_error_errno(ENOMEM, "striped queue");
+	}
+	*qstate = sq;
+	return 0;
+}
+
+static void striped_queue_fini(struct vdisk *d, struct vdisk_queue *q, void *qstate)
+{
+	(void)d;
+	(void)q;
+	struct stripe_q *sq = qstate;
+	for (unsigned c = 0; c < IOV_CLASSES; c++) {
+		while (sq->free_iov[c]) {
+			void *next = *(void **)sq->free_iov[c];
+			free(sq->free_iov[c]);
+			sq->free_iov[c] = next;
+		}
+	}
+	free(sq->m_start);
+	free(sq->m_count);
+	free(sq->m_niov);
+	free(sq->m_pos);
+	free(sq->touched);
+	free(sq);
+}
+
+/* ------------------------------------------------------------------------- */
+/* iovec arrays                                                                */
+/* ------------------------------------------------------------------------- */
+
+static struct iovec *iov_get(struct stripe_q *sq, size_t n, unsigned *cls)
+{
+	unsigned c = 4;
+	while (((size_t)1 << c) < n)
+		c++;
+	*cls = c;
+	if (c < IOV_CLASSES && sq->free_iov[c]) {
+		void *p = sq->free_iov[c];
+		sq->free_iov[c] = *(void **)p;
+		return p;
+	}
+	return malloc(sizeof(struct iovec) << c);
+}
+
+static void iov_put(struct stripe_q *sq, struct iovec *iov, unsigned cls)
+{
+	if (cls < IOV_CLASSES) {
+		*(void **)iov = sq->free_iov[cls];
+		sq->free_iov[cls] = iov;
+	} else {
+		free(iov);
+	}
+}
+
+/* A cursor over the caller's iovec list. */
+struct cur {
+	const struct iovec *iov;
+	int cnt, i;
+	size_t off;
+};
+
+/* Advance by len bytes; count the entries they span and, if out, describe
+ * them there. */
+static unsigned take(struct cur *c, size_t len, struct iovec *out)
+{
+	unsigned n = 0;
+	while (len) {
+		size_t avail = c->iov[c->i].iov_len - c->off;
+		if (avail == 0) {
+			c->i++;
+			c->off = 0;
+			continue;
+		}
+		size_t t = avail < len ? avail : len;
+		if (out) {
+			out[n].iov_base = (unsigned char *)c->iov[c->i].iov_base + c->off;
+			out[n].iov_len = t;
+		}
+		n++;
+		c->off += t;
+		len -= t;
+	}
+	return n;
+}
+
+/* ------------------------------------------------------------------------- */
+/* The data path                                                               */
+/* ------------------------------------------------------------------------- */
+
+static void piece_done(struct vdisk_req *child, vdisk_status st)
+{
+	struct vdisk_req *r = child->opaque;
+	struct stripe_ctx *x = vdisk_req_ctx(r);
+	if (!vdisk_ok(st) && vdisk_ok(x->st))
+		x->st = st;
+	if (--x->pending)
+		return;
+	if (x->iov) {
+		iov_put(vdisk_req_qstate(r), x->iov, x->iov_class);
+		x->iov = NULL;
+	}
+	vdisk_req_complete(r, x->st);
+}
+
+static inline uint64_t member_sector(const struct stripe *s, uint64_t c, uint64_t in)
+{
+	return (c / s->n) * s->spc + in;
+}
+
+/* Split [sector, sector+count) into per-member ranges: sq->touched[0..k),
+ * m_start, m_count.  If cur is given, also count each member's iovec entries
+ * (m_niov) over the caller's buffer. */
+static unsigned split(const struct stripe *s, struct stripe_q *sq, uint64_t sector,
+                      uint64_t count, struct cur *cur)
+{
+	unsigned k = 0;
+	uint64_t end = sector + count;
+	for (uint64_t l = sector; l < end;) {
+		uint64_t c = l / s->spc, in = l % s->spc;
+		uint64_t len = s->spc - in;
+		if (len > end - l)
+			len = end - l;
+		unsigned d = (unsigned)(c % s->n);
+		if (sq->m_count[d] == 0) {
+			sq->touched[k++] = d;
+			sq->m_start[d] = member_sector(s, c, in);
+			sq->m_niov[d] = 0;
+		}
+		sq->m_count[d] += len;
+		if (cur)
+			sq->m_niov[d] += take(cur, (size_t)(len << s->shift), NULL);
+		l += len;
+	}
+	return k;
+}
+
+static int striped_rw(struct vdisk_req *r)
+{
+	struct stripe *s = vdisk_priv(r->disk);
+	struct stripe_q *sq = vdisk_req_qstate(r);
+	struct stripe_ctx *x = vdisk_req_ctx(r);
+	x->st = vdisk_status_ok();
+	x->iov = NULL;
+	if (r->count == 0) {
+		vdisk_req_complete(r, x->st);
+		return 0;
+	}
+	uint64_t c0 = r->sector / s->spc, c1 = (r->sector + r->count - 1) / s->spc;
+	if (c0 == c1) {
+		/* inside one chunk, the common case: one child on the caller's buffer */
+		struct vdisk_req *child = vdisk_req_alloc(r, s->disks[c0 % s->n]);
+		if (!child)
+			return -ENOMEM;
+		vdisk_req_prep_rw(child, (enum vdisk_op)r->op,
+		                  member_sector(s, c0, r->sector % s->spc), r->iov, r->iovcnt,
+		                  r->flags);
+		x->pending = 1;
+		child->done = piece_done;
+		child->opaque = r;
+		return vdisk_req_submit(child);
+	}
+
+	struct cur cur = {r->iov, r->iovcnt, 0, 0};
+	unsigned k = split(s, sq, r->sector, r->count, &cur);
+	size_t total = 0;
+	for (unsigned j = 0; j < k; j++) {
+		unsigned d = sq->touched[j];
+		sq->m_pos[d] = (unsigned)total;
+		total += sq->m_niov[d];
+	}
+	int rc = 0;
+	x->iov = iov_get(sq, total, &x->iov_class);
+	if (!x->iov) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	/* gather: walk the request again, placing each piece in its member's list */
+	cur = (struct cur){r->iov, r->iovcnt, 0, 0};
+	uint64_t end = r->sector + r->count;
+	for (uint64_t l = r->sector; l < end;) {
+		uint64_t c = l / s->spc, in = l % s->spc, len = s->spc - in;
+		if (len > end - l)
+			len = end - l;
+		unsigned d = (unsigned)(c % s->n);
+		sq->m_pos[d] += take(&cur, (size_t)(len << s->shift), x->iov + sq->m_pos[d]);
+		l += len;
+	}
+	/* completions are delivered from the queue's poll, never inside a submit,
+	 * so pending can be set first and trimmed if a child cannot be had */
+	x->pending = k;
+	for (unsigned j = 0; j < k; j++) {
+		unsigned d = sq->touched[j];
+		struct vdisk_req *child = vdisk_req_alloc(r, s->disks[d]);
+		if (!child) {
+			if (j == 0) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			x->st = vdisk_status_io(ENOMEM);
+			x->pending = j;
+			break;
+		}
+		vdisk_req_prep_rw(child, (enum vdisk_op)r->op, sq->m_start[d],
+		                  x->iov + (sq->m_pos[d] - sq->m_niov[d]), (int)sq->m_niov[d], r->flags);
+		child->done = piece_done;
+		child->opaque = r;
+		vdisk_req_submit(child);
+	}
+out:
+	for (unsigned j = 0; j < k; j++)
+		sq->m_count[sq->touched[j]] = 0;
+	if (rc < 0 && x->iov) {
+		iov_put(sq, x->iov, x->iov_class);
+		x->iov = NULL;
+	}
+	return rc;
+}
+
+/* Unmap and write-zeroes: one range per member. */
+static int striped_range(struct vdisk_req *r)
+{
+	struct stripe *s = vdisk_priv(r->disk);
+	struct stripe_q *sq = vdisk_req_qstate(r);
+	struct stripe_ctx *x = vdisk_req_ctx(r);
+	x->st = vdisk_status_ok();
+	x->iov = NULL;
+	if (r->count == 0) {
+		vdisk_req_complete(r, x->st);
+		return 0;
+	}
+	unsigned k = split(s, sq, r->sector, r->count, NULL);
+	int rc = 0;
+	x->pending = k;
+	for (unsigned j = 0; j < k; j++) {
+		unsigned d = sq->touched[j];
+		struct vdisk_req *child = vdisk_req_alloc(r, s->disks[d]);
+		if (!child) {
+			if (j == 0)
+				rc = -ENOMEM;
+			x->st = vdisk_status_io(ENOMEM);
+			x->pending = j;
+			break;
+		}
+		vdisk_req_prep_range(child, (enum vdisk_op)r->op, sq->m_start[d], sq->m_count[d],
+		                     r->flags);
+		child->done = piece_done;
+		child->opaque = r;
+		vdisk_req_submit(child);
+	}
+	for (unsigned j = 0; j < k; j++)
+		sq->m_count[sq->touched[j]] = 0;
+	return rc;
+}
+
+static int striped_flush(struct vdisk_req *r)
+{
+	struct stripe *s = vdisk_priv(r->disk);
+	struct stripe_ctx *x = vdisk_req_ctx(r);
+	x->st = vdisk_status_ok();
+	x->iov = NULL;
+	x->pending = s->n;
+	for (unsigned i = 0; i < s->n; i++) {
+		struct vdisk_req *child = vdisk_req_alloc(r, s->disks[i]);
+		if (!child) {
+			if (i == 0)
+				return -ENOMEM;
+			x->st = vdisk_status_io(ENOMEM);
+			x->pending = i;
+			break;
+		}
+		vdisk_req_prep_flush(child);
+		child->done = piece_done;
+		child->opaque = r;
+		vdisk_req_submit(child);
+	}
+	return 0;
+}
+
+static int striped_inspect(struct vdisk *d, json_t *obj)
+{
+	struct stripe *s = vdisk_priv(d);
+	json_object_set_new(obj, "members", json_integer(s->n));
+	json_object_set_new(obj, "chunk_size", json_integer((json_int_t)s->chunk_size));
+	return 0;
+}
+
+const struct vdisk_driver vdisk_driver_striped = {
+	.struct_size = sizeof(struct vdisk_driver),
+	.name = "striped",
+	.description = "RAID-0 over several disks (disks, chunk-size, sector-count)",
+	.open = striped_open,
+	.close = striped_close,
+	.queue_init = striped_queue_init,
+	.queue_fini = striped_queue_fini,
+	.read = striped_rw,
+	.write = striped_rw,
+	.flush = striped_flush,
+	.unmap = striped_range,
+	.write_zeroes = striped_range,
+	.inspect = striped_inspect,
+};
