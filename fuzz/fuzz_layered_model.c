@@ -28,8 +28,14 @@ struct input {
 	size_t n, pos;
 };
 
-static unsigned get8(struct input *in) { return in->pos < in->n ? in->p[in->pos++] : 0; }
-static bool more(struct input *in) { return in->pos < in->n; }
+static unsigned get8(struct input *in)
+{
+	return in->pos < in->n ? in->p[in->pos++] : 0;
+}
+static bool more(struct input *in)
+{
+	return in->pos < in->n;
+}
 static uint64_t get64(struct input *in)
 {
 	uint64_t v = 0;
@@ -44,7 +50,7 @@ struct mlayer {
 	bool explicit_size;
 	uint64_t count;
 	uint64_t visible;
-	unsigned char *data;   /* count * ss: content where present */
+	unsigned char *data; /* count * ss: content where present */
 	unsigned char *present;
 	char path[512];
 	unsigned char *orig; /* a file layer's content at the start */
@@ -305,38 +311,43 @@ static int setup(struct run *r, struct input *in)
 	}
 
 	/* the spec */
-	size_t o = (size_t)snprintf(r->spec, sizeof r->spec, "{\"type\":\"layered\",\"read-only\":%s,"
-	                                                     "\"layers\":[",
+	size_t o = (size_t)snprintf(r->spec, sizeof r->spec,
+	                            "{\"type\":\"layered\",\"read-only\":%s,"
+	                            "\"layers\":[",
 	                            r->m.read_only ? "true" : "false");
 	for (unsigned i = 0; i < r->n; i++) {
 		struct mlayer *l = &r->l[i];
 		char size[64] = "";
 		if (l->explicit_size && l->type == L_RAM)
 			snprintf(size, sizeof size, ",\"size\":%" PRIu64, l->count * ss);
-		o += (size_t)snprintf(r->spec + o, sizeof r->spec - o, "%s{\"read-cache\":%s,"
-		                                                       "\"write-through\":%s,",
+		o += (size_t)snprintf(r->spec + o, sizeof r->spec - o,
+		                      "%s{\"read-cache\":%s,"
+		                      "\"write-through\":%s,",
 		                      i ? "," : "", l->read_cache ? "true" : "false",
 		                      l->write_through ? "true" : "false");
 		switch (l->type) {
 		case L_RAM:
 			o += (size_t)snprintf(r->spec + o, sizeof r->spec - o,
-			                      "\"type\":\"ram\",\"sector-size\":%" PRIu32 "%s}", ss, size);
+			                      "\"type\":\"ram\",\"sector-size\":%" PRIu32 "%s}", ss,
+			                      size);
 			break;
 		case L_SQLITE:
 			o += (size_t)snprintf(r->spec + o, sizeof r->spec - o,
 			                      "\"type\":\"sqlite\",\"path\":\"%s\"}", l->path);
 			break;
 		case L_DISK_FILE:
-			o += (size_t)snprintf(r->spec + o, sizeof r->spec - o,
-			                      "\"type\":\"disk\",\"disk\":{\"type\":\"file\",\"path\":\"%s\","
-			                      "\"sector-size\":%" PRIu32 "}}",
-			                      l->path, ss);
+			o += (size_t)snprintf(
+			    r->spec + o, sizeof r->spec - o,
+			    "\"type\":\"disk\",\"disk\":{\"type\":\"file\",\"path\":\"%s\","
+			    "\"sector-size\":%" PRIu32 "}}",
+			    l->path, ss);
 			break;
 		case L_DISK_RAM:
-			o += (size_t)snprintf(r->spec + o, sizeof r->spec - o,
-			                      "\"type\":\"disk\",\"disk\":{\"type\":\"ram\",\"size\":%" PRIu64
-			                      ",\"sector-size\":%" PRIu32 ",\"huge-pages\":false}}",
-			                      l->count * ss, ss);
+			o += (size_t)snprintf(
+			    r->spec + o, sizeof r->spec - o,
+			    "\"type\":\"disk\",\"disk\":{\"type\":\"ram\",\"size\":%" PRIu64
+			    ",\"sector-size\":%" PRIu32 ",\"huge-pages\":false}}",
+			    l->count * ss, ss);
 			break;
 		}
 	}
@@ -364,8 +375,9 @@ static int setup(struct run *r, struct input *in)
 	if (r->flags & LM_VERBOSE) {
 		fprintf(stderr, "stack:");
 		for (unsigned i = 0; i < r->n; i++)
-			fprintf(stderr, " [%s %" PRIu64 "%s%s]", ltype_name[r->l[i].type], r->l[i].count,
-			        r->l[i].read_cache ? " rc" : "", r->l[i].write_through ? " wt" : "");
+			fprintf(stderr, " [%s %" PRIu64 "%s%s]", ltype_name[r->l[i].type],
+			        r->l[i].count, r->l[i].read_cache ? " rc" : "",
+			        r->l[i].write_through ? " wt" : "");
 		fprintf(stderr, "\n  %s\n", r->spec);
 	}
 	r->d = vdisk_open(r->spec, 0);
@@ -403,9 +415,9 @@ static uint64_t pick_sector(struct run *r, struct input *in)
 		return count - back + (get8(in) % 3 == 0 ? 1 : 0);
 	}
 	if (mode == 8) {
-		const uint64_t edges[] = {UINT64_MAX, UINT64_MAX - 1, max_sector, max_sector - 1,
-		                          max_sector + 1, 1ull << (64 - r->m.shift), count, count + 1,
-		                          (uint64_t)INT64_MAX};
+		const uint64_t edges[] = {UINT64_MAX,     UINT64_MAX - 1, max_sector,
+		                          max_sector - 1, max_sector + 1, 1ull << (64 - r->m.shift),
+		                          count,          count + 1,      (uint64_t)INT64_MAX};
 		return edges[get8(in) % (sizeof edges / sizeof *edges)];
 	}
 	return get64(in);
@@ -461,8 +473,9 @@ static int check_data(struct run *r, const char *what, uint64_t s, uint64_t n,
 		uint32_t k = 0;
 		while (want[k] == g[k])
 			k++;
-		return fail(r, "%s: sector %" PRIu64 " byte %" PRIu32 ": got %02x, model %02x%s", what,
-		            s + i, k, g[k], want[k], m->maybe_zero[s + i] ? " (or zero)" : "");
+		return fail(r, "%s: sector %" PRIu64 " byte %" PRIu32 ": got %02x, model %02x%s",
+		            what, s + i, k, g[k], want[k],
+		            m->maybe_zero[s + i] ? " (or zero)" : "");
 	}
 	return 0;
 }
@@ -580,7 +593,9 @@ static int op_extents(struct run *r, uint64_t s, uint64_t c)
 				for (uint32_t k = 0; k < r->m.ss && zero; k++)
 					zero = d[k] == 0;
 				if (!zero && !r->m.maybe_zero[x])
-					return fail(r, "extents: sector %" PRIu64 " reported zero, model has data",
+					return fail(r,
+					            "extents: sector %" PRIu64
+					            " reported zero, model has data",
 					            x);
 				if (!zero) {
 					memset(r->m.data + x * r->m.ss, 0, r->m.ss);
@@ -605,13 +620,15 @@ static int op_resize(struct run *r, struct input *in)
 	int rc = vdisk_resize(r->d, n);
 	if (!m->resizable) {
 		if (rc == 0)
-			return fail(r, "resize of a %s top layer succeeded", ltype_name[r->l[0].type]);
+			return fail(r, "resize of a %s top layer succeeded",
+			            ltype_name[r->l[0].type]);
 		return 0;
 	}
 	if (rc < 0)
 		return fail(r, "resize to %" PRIu64 ": %s", n, vdisk_errmsg());
 	if (vdisk_sector_count(r->d) != n)
-		return fail(r, "resize: count %" PRIu64 ", wanted %" PRIu64, vdisk_sector_count(r->d), n);
+		return fail(r, "resize: count %" PRIu64 ", wanted %" PRIu64,
+		            vdisk_sector_count(r->d), n);
 	unsigned char *d = realloc(m->data, (size_t)n * m->ss);
 	unsigned char *z = realloc(m->maybe_zero, (size_t)n);
 	if (!d || !z) {
@@ -634,8 +651,8 @@ static int op_resize(struct run *r, struct input *in)
 
 static int run_ops(struct run *r, struct input *in)
 {
-	static const char *const names[] = {"read",  "read",    "read",    "write",   "write-fua",
-	                                    "flush", "unmap",   "wzeroes", "extents", "resize"};
+	static const char *const names[] = {"read",  "read",  "read",    "write",   "write-fua",
+	                                    "flush", "unmap", "wzeroes", "extents", "resize"};
 	for (r->op_index = 0; r->op_index < MAX_OPS && more(in); r->op_index++) {
 		unsigned op = get8(in) % 10;
 		uint64_t s = 0, c = 0;
@@ -644,7 +661,8 @@ static int run_ops(struct run *r, struct input *in)
 			c = op <= 4 ? get8(in) % 17 : pick_count(in);
 		}
 		if (r->flags & LM_VERBOSE)
-			fprintf(stderr, "  op %u: %s %" PRIu64 " +%" PRIu64 "\n", r->op_index, names[op], s, c);
+			fprintf(stderr, "  op %u: %s %" PRIu64 " +%" PRIu64 "\n", r->op_index,
+			        names[op], s, c);
 		int rc;
 		switch (op) {
 		case 0:

@@ -37,7 +37,8 @@ int main(int argc, char **argv)
 		else if (strcmp(argv[i], "--verbose") == 0)
 			flags |= LM_VERBOSE;
 		else {
-			fprintf(stderr, "usage: %s [--seed N] [--programs N] [--seconds S] [--verbose]\n",
+			fprintf(stderr,
+			        "usage: %s [--seed N] [--programs N] [--seconds S] [--verbose]\n",
 			        argv[0]);
 			return 2;
 		}
@@ -56,21 +57,23 @@ int main(int argc, char **argv)
 		int rc = lm_run(buf, len, flags);
 		if (rc) {
 			char path[64];
-			snprintf(path, sizeof path, "/tmp/layered-model-%" PRIu64 "-%ld.bin", seed, p);
+			snprintf(path, sizeof path, "/tmp/layered-model-%" PRIu64 "-%ld.bin", seed,
+			         p);
 			FILE *f = fopen(path, "wb");
 			if (f) {
 				fwrite(buf, 1, len, f);
 				fclose(f);
 			}
-			fprintf(stderr, "program %ld (seed %" PRIu64 ") %s; input saved as %s\n", p, seed,
-			        rc == 1 ? "disagreed with the model" : "could not run", path);
+			fprintf(stderr, "program %ld (seed %" PRIu64 ") %s; input saved as %s\n", p,
+			        seed, rc == 1 ? "disagreed with the model" : "could not run", path);
 			free(buf);
 			return 1;
 		}
 		free(buf);
 		ran++;
 		clock_gettime(CLOCK_MONOTONIC, &t);
-		if ((double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9 > seconds)
+		if ((double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9 >
+		    seconds)
 			break;
 	}
 	printf("%ld programs agreed with the model\n", ran);

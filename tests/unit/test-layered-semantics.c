@@ -145,8 +145,8 @@ static void test_wait_resize(void **state)
 {
 	(void)state;
 	/* ram layer on top: the layered disk reports its resizes */
-	struct vdisk *d = tu_open("{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\",\"size\":\"64k\"}]}",
-	                          0);
+	struct vdisk *d =
+	    tu_open("{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\",\"size\":\"64k\"}]}", 0);
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 	uint64_t got = 0;
 	int done = 0;
@@ -162,7 +162,8 @@ static void test_wait_resize(void **state)
 
 	/* a disk on top: its own resize reaches the layered disk's waiters */
 	d = tu_open("{\"type\":\"layered\",\"layers\":[{\"type\":\"disk\",\"disk\":"
-	            "{\"type\":\"ram\",\"size\":\"64k\",\"id\":\"inner\"}},{\"type\":\"ram\",\"size\":\"64k\"}]}",
+	            "{\"type\":\"ram\",\"size\":\"64k\",\"id\":\"inner\"}},{\"type\":\"ram\","
+	            "\"size\":\"64k\"}]}",
 	            0);
 	q = vdisk_queue_create(d, NULL);
 	done = 0;
@@ -182,9 +183,10 @@ static void test_wait_resize(void **state)
 	vdisk_unref(d);
 
 	/* a sqlite layer on top cannot be resized, and says so */
-	d = tu_open("{\"type\":\"layered\",\"layers\":[{\"type\":\"sqlite\",\"path\":\"@TMP@/wr.dbhd\","
-	            "\"create\":true,\"size\":\"64k\"}]}",
-	            0);
+	d = tu_open(
+	    "{\"type\":\"layered\",\"layers\":[{\"type\":\"sqlite\",\"path\":\"@TMP@/wr.dbhd\","
+	    "\"create\":true,\"size\":\"64k\"}]}",
+	    0);
 	assert_int_equal(vdisk_resize(d, 256), -1);
 	assert_non_null(strstr(vdisk_errmsg(), "layers[0]"));
 	vdisk_unref(d);
@@ -223,10 +225,10 @@ static void test_ram_sector_sizes(void **state)
 	(void)state;
 	/* lazy: a ram layer over a 4 KiB-sector layer takes its geometry */
 	make_file("4k.img", 16, 4096, 6);
-	struct vdisk *d =
-	    tu_open("{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\"},{\"type\":\"disk\",\"disk\":"
-	            "\"file:path=@TMP@/4k.img,sector-size=4096\"}]}",
-	            0);
+	struct vdisk *d = tu_open(
+	    "{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\"},{\"type\":\"disk\",\"disk\":"
+	    "\"file:path=@TMP@/4k.img,sector-size=4096\"}]}",
+	    0);
 	assert_int_equal(vdisk_sector_size(d), 4096);
 	assert_int_equal(vdisk_sector_count(d), 16);
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
@@ -245,9 +247,12 @@ static void test_ram_sector_sizes(void **state)
 	free(want);
 
 	static const char *const bad[] = {
-	    "{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\",\"size\":4096,\"sector-size\":1000}]}",
-	    "{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\",\"size\":4096,\"sector-size\":256}]}",
-	    "{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\",\"size\":5000,\"sector-size\":4096}]}",
+	    "{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\",\"size\":4096,\"sector-size\":"
+	    "1000}]}",
+	    "{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\",\"size\":4096,\"sector-size\":256}"
+	    "]}",
+	    "{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\",\"size\":5000,\"sector-size\":"
+	    "4096}]}",
 	    "{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\"}]}",
 	    "{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\",\"size\":0}]}",
 	};
@@ -256,13 +261,15 @@ static void test_ram_sector_sizes(void **state)
 		assert_non_null(strstr(vdisk_errmsg(), "layers[0] (ram)"));
 	}
 	/* mismatched sector sizes, both orders */
-	assert_null(vdisk_open("{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\",\"sector-size\":512},"
-	                       "{\"type\":\"ram\",\"size\":65536,\"sector-size\":4096}]}",
-	                       0));
+	assert_null(
+	    vdisk_open("{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\",\"sector-size\":512},"
+	               "{\"type\":\"ram\",\"size\":65536,\"sector-size\":4096}]}",
+	               0));
 	assert_non_null(strstr(vdisk_errmsg(), "layers[0] (ram): sector size 512 differs"));
-	assert_null(vdisk_open("{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\",\"sector-size\":4096},"
-	                       "{\"type\":\"ram\",\"size\":65536,\"sector-size\":512}]}",
-	                       0));
+	assert_null(
+	    vdisk_open("{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\",\"sector-size\":4096},"
+	               "{\"type\":\"ram\",\"size\":65536,\"sector-size\":512}]}",
+	               0));
 	assert_non_null(strstr(vdisk_errmsg(), "layers[0] (ram): sector size 4096 differs"));
 }
 
@@ -483,8 +490,9 @@ static void test_clone_and_reset(void **state)
 {
 	(void)state;
 	make_file("base.img", 128, SS, 17);
-	const char *spec = "{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\"},{\"type\":\"disk\","
-	                   "\"disk\":\"file:path=@TMP@/base.img\"}]}";
+	const char *spec =
+	    "{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\"},{\"type\":\"disk\","
+	    "\"disk\":\"file:path=@TMP@/base.img\"}]}";
 	for (int round = 0; round < 2; round++) {
 		struct vdisk *d = tu_open(spec, 0);
 		assert_false(vdisk_read_only(d));
@@ -534,20 +542,23 @@ static void test_metadata(void **state)
 
 	expect_meta("{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\",\"size\":4096}]}",
 	            VDISK_UNMAP_UNSPECIFIED, true, 1);
-	snprintf(spec, sizeof spec,
-	         "{\"type\":\"layered\",\"layers\":[{\"type\":\"sqlite\",\"path\":\"@TMP@/m1.dbhd\","
-	         "\"create\":true},%s]}",
-	         file);
+	snprintf(
+	    spec, sizeof spec,
+	    "{\"type\":\"layered\",\"layers\":[{\"type\":\"sqlite\",\"path\":\"@TMP@/m1.dbhd\","
+	    "\"create\":true},%s]}",
+	    file);
 	expect_meta(spec, VDISK_UNMAP_ZEROES, false, 1);
 	/* both zeroing: still zeroes with write-through */
-	snprintf(spec, sizeof spec,
-	         "{\"type\":\"layered\",\"layers\":[{\"type\":\"sqlite\",\"path\":\"@TMP@/m2.dbhd\","
-	         "\"create\":true,\"write-through\":true},%s]}",
-	         file);
+	snprintf(
+	    spec, sizeof spec,
+	    "{\"type\":\"layered\",\"layers\":[{\"type\":\"sqlite\",\"path\":\"@TMP@/m2.dbhd\","
+	    "\"create\":true,\"write-through\":true},%s]}",
+	    file);
 	expect_meta(spec, punch ? VDISK_UNMAP_ZEROES : VDISK_UNMAP_IGNORED, false,
 	            file_opt > 1 ? file_opt : 1);
 	/* a RAM diff over the file: only the RAM is in the write path */
-	snprintf(spec, sizeof spec, "{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\"},%s]}", file);
+	snprintf(spec, sizeof spec, "{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\"},%s]}",
+	         file);
 	expect_meta(spec, VDISK_UNMAP_UNSPECIFIED, true, 1);
 	/* write-through RAM: unmap must zero alike or be off */
 	snprintf(spec, sizeof spec,
@@ -562,19 +573,19 @@ static void test_metadata(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_ram_diff),
-		cmocka_unit_test(test_ram_shrink_grow),
-		cmocka_unit_test(test_wait_resize),
-		cmocka_unit_test(test_ram_unmap),
-		cmocka_unit_test(test_ram_sector_sizes),
-		cmocka_unit_test(test_read_cache),
-		cmocka_unit_test(test_read_cache_never_stale),
-		cmocka_unit_test(test_read_cache_keeps_newer),
-		cmocka_unit_test(test_write_through),
-		cmocka_unit_test(test_visible_after_growth),
-		cmocka_unit_test(test_extents_both_layers),
-		cmocka_unit_test(test_clone_and_reset),
-		cmocka_unit_test(test_metadata),
+	    cmocka_unit_test(test_ram_diff),
+	    cmocka_unit_test(test_ram_shrink_grow),
+	    cmocka_unit_test(test_wait_resize),
+	    cmocka_unit_test(test_ram_unmap),
+	    cmocka_unit_test(test_ram_sector_sizes),
+	    cmocka_unit_test(test_read_cache),
+	    cmocka_unit_test(test_read_cache_never_stale),
+	    cmocka_unit_test(test_read_cache_keeps_newer),
+	    cmocka_unit_test(test_write_through),
+	    cmocka_unit_test(test_visible_after_growth),
+	    cmocka_unit_test(test_extents_both_layers),
+	    cmocka_unit_test(test_clone_and_reset),
+	    cmocka_unit_test(test_metadata),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

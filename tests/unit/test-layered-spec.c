@@ -71,9 +71,10 @@ static void test_malformed(void **state)
 	        "layers[0] (sqlite-cache): a cache needs a layer below it");
 	refused(L("{\"type\":\"sqlite-cache\",\"key\":\"k\"}," RAM),
 	        "layers[0] (sqlite-cache): root: required");
-	refused(L("{\"type\":\"sqlite-cache\",\"root\":\"@TMP@/c\",\"key\":\"../up\",\"read-cache\":"
-	          "true}," RAM),
-	        "layers[0] (sqlite-cache): key: '../up' is not usable");
+	refused(
+	    L("{\"type\":\"sqlite-cache\",\"root\":\"@TMP@/c\",\"key\":\"../up\",\"read-cache\":"
+	      "true}," RAM),
+	    "layers[0] (sqlite-cache): key: '../up' is not usable");
 	refused(L("{\"type\":\"sqlite-cache\",\"root\":\"@TMP@/c\",\"key\":\"\",\"read-cache\":"
 	          "true}," RAM),
 	        "layers[0] (sqlite-cache): key: empty");
@@ -100,7 +101,8 @@ static void test_invalid_combinations(void **state)
 	refused(L("{\"type\":\"ram\",\"size\":65536,\"sector-size\":4096},"
 	          "{\"type\":\"disk\",\"disk\":\"ram:size=64k\"}"),
 	        "layers[0] (ram): sector size 4096 differs from the bottom layer's 512");
-	refused(L("{\"type\":\"ram\",\"sector-size\":512},{\"type\":\"ram\",\"size\":65536,\"sector-size\":4096},"
+	refused(L("{\"type\":\"ram\",\"sector-size\":512},{\"type\":\"ram\",\"size\":65536,"
+	          "\"sector-size\":4096},"
 	          "{\"type\":\"ram\",\"size\":65536,\"sector-size\":4096}"),
 	        "layers[0] (ram): sector size 512 differs from the bottom layer's 4096");
 	/* a read-only layer in the write path of a writable disk */
@@ -133,7 +135,8 @@ static void test_valid_combinations(void **state)
 	    "{\"type\":\"layered\",\"read-only\":true,\"layers\":[{\"type\":\"disk\",\"disk\":"
 	    "\"ram:size=64k,read-only=on\"}]}",
 	    /* a read-only cache below the write path */
-	    L(RAM ",{\"type\":\"sqlite-cache\",\"root\":\"@TMP@/c\",\"key\":\"k2\",\"read-cache\":true},"
+	    L(RAM ",{\"type\":\"sqlite-cache\",\"root\":\"@TMP@/"
+	          "c\",\"key\":\"k2\",\"read-cache\":true},"
 	          "{\"type\":\"disk\",\"disk\":\"ram:size=64k\"}"),
 	    /* write-through chains */
 	    L("{\"type\":\"ram\",\"write-through\":true},{\"type\":\"ram\",\"write-through\":true},"
@@ -157,9 +160,9 @@ static void test_valid_combinations(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_malformed),
-		cmocka_unit_test(test_invalid_combinations),
-		cmocka_unit_test(test_valid_combinations),
+	    cmocka_unit_test(test_malformed),
+	    cmocka_unit_test(test_invalid_combinations),
+	    cmocka_unit_test(test_valid_combinations),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

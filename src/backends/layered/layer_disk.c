@@ -25,7 +25,8 @@ int layered_disk_preopen(struct layer *l, json_t *cfg)
 		return layered_layer_error(l, "%s", msg);
 	}
 	if (!spec)
-		return layered_layer_error(l, "disk: required (the spec of the disk to use as a layer)");
+		return layered_layer_error(
+		    l, "disk: required (the spec of the disk to use as a layer)");
 	snprintf(what, sizeof what, "layers[%u].disk", l->index);
 	struct vdisk *inner = vdisk_open_child(l->disk, spec, what, l->open_read_only);
 	if (!inner)
@@ -55,9 +56,15 @@ static int disk_open(struct layer *l, json_t *cfg, const struct layer_meta *belo
 }
 
 /* The disk belongs to the core, which closes it after the layered disk. */
-static void disk_close(struct layer *l) { l->priv = NULL; }
+static void disk_close(struct layer *l)
+{
+	l->priv = NULL;
+}
 
-static struct lio *io_of(struct vdisk_req *child) { return child->opaque; }
+static struct lio *io_of(struct vdisk_req *child)
+{
+	return child->opaque;
+}
 
 static void disk_child_done(struct vdisk_req *child, vdisk_status st)
 {
@@ -71,11 +78,12 @@ static void disk_child_done(struct vdisk_req *child, vdisk_status st)
 			uint64_t x = first - io->bits_base, e = end - io->bits_base;
 			while ((x = bits_find(io->bits, x, e, false)) < e) {
 				uint64_t y = bits_find(io->bits, x, e, true);
-				vdisk_iov_from_buf(io->iov, io->iovcnt,
-				                   io->off + (size_t)((x + io->bits_base - io->sector) * ss),
-				                   (unsigned char *)io->scratch +
-				                       (size_t)((x + io->bits_base - first) * ss),
-				                   (size_t)((y - x) * ss));
+				vdisk_iov_from_buf(
+				    io->iov, io->iovcnt,
+				    io->off + (size_t)((x + io->bits_base - io->sector) * ss),
+				    (unsigned char *)io->scratch +
+				        (size_t)((x + io->bits_base - first) * ss),
+				    (size_t)((y - x) * ss));
 				x = y;
 			}
 		}
@@ -193,7 +201,10 @@ nomem:
 	return 1;
 }
 
-static uint64_t disk_sector_count(struct layer *l) { return vdisk_sector_count(l->priv); }
+static uint64_t disk_sector_count(struct layer *l)
+{
+	return vdisk_sector_count(l->priv);
+}
 
 static int disk_resize(struct layer *l, uint64_t count)
 {
@@ -206,10 +217,10 @@ static int disk_resize(struct layer *l, uint64_t count)
 }
 
 const struct layer_ops layered_disk_ops = {
-	.name = "disk",
-	.open = disk_open,
-	.close = disk_close,
-	.submit = disk_submit,
-	.resize = disk_resize,
-	.sector_count = disk_sector_count,
+    .name = "disk",
+    .open = disk_open,
+    .close = disk_close,
+    .submit = disk_submit,
+    .resize = disk_resize,
+    .sector_count = disk_sector_count,
 };

@@ -36,13 +36,13 @@ struct ram_layer {
 	pthread_rwlock_t lock;
 	uint32_t ss;
 	unsigned shift;
-	uint32_t unit;       /* bytes per page */
-	unsigned spp_shift;  /* log2(sectors per page) */
-	uint64_t count;      /* sector count; changed under the exclusive lock */
+	uint32_t unit;      /* bytes per page */
+	unsigned spp_shift; /* log2(sectors per page) */
+	uint64_t count;     /* sector count; changed under the exclusive lock */
 	_Atomic uint64_t count_pub;
 	_Atomic uint64_t zero_after;
-	void *root;          /* changed under the exclusive lock */
-	unsigned height;     /* levels; leaves are level 1 */
+	void *root;               /* changed under the exclusive lock */
+	unsigned height;          /* levels; leaves are level 1 */
 	_Atomic uint64_t pages;   /* pages in the tree (conservative emptiness test) */
 	_Atomic uint64_t present; /* present sectors, for inspect */
 
@@ -55,8 +55,14 @@ struct ram_layer {
 	size_t narenas, arenas_cap;
 };
 
-static inline uint64_t page_of(struct ram_layer *m, uint64_t sector) { return sector >> m->spp_shift; }
-static inline uint64_t spp(struct ram_layer *m) { return 1ull << m->spp_shift; }
+static inline uint64_t page_of(struct ram_layer *m, uint64_t sector)
+{
+	return sector >> m->spp_shift;
+}
+static inline uint64_t spp(struct ram_layer *m)
+{
+	return 1ull << m->spp_shift;
+}
 
 /* ------------------------------------------------------------------------- */
 /* Pages                                                                       */
@@ -80,7 +86,8 @@ static void *page_alloc(struct ram_layer *m)
 			m->arenas_cap = cap;
 		}
 		size_t size = m->unit * 16 > ARENA_BYTES ? (size_t)m->unit * 16 : ARENA_BYTES;
-		void *a = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		void *a =
+		    mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (a == MAP_FAILED)
 			goto out;
 		/* random 4K copies run about 30% faster from huge pages here */
@@ -143,9 +150,8 @@ static slot_t *leaf_slot(struct ram_layer *m, uint64_t p, bool create)
 			if (!fresh)
 				return NULL;
 			void *expect = NULL;
-			if (atomic_compare_exchange_strong_explicit(link, &expect, fresh,
-			                                            memory_order_acq_rel,
-			                                            memory_order_acquire)) {
+			if (atomic_compare_exchange_strong_explicit(
+			        link, &expect, fresh, memory_order_acq_rel, memory_order_acquire)) {
 				node = fresh;
 			} else {
 				free(fresh);
@@ -172,7 +178,8 @@ static bool scan(void *node, unsigned level, uint64_t base, uint64_t from, uint6
 		if (cbase >= to)
 			return false;
 		if (level == 1) {
-			uintptr_t v = atomic_load_explicit(&((slot_t *)node)[i], memory_order_acquire);
+			uintptr_t v =
+			    atomic_load_explicit(&((slot_t *)node)[i], memory_order_acquire);
 			if (v & MASK_BITS) {
 				*pi = cbase;
 				*val = v;
@@ -188,8 +195,7 @@ static bool scan(void *node, unsigned level, uint64_t base, uint64_t from, uint6
 	return false;
 }
 
-static bool next_page(struct ram_layer *m, uint64_t from, uint64_t to, uint64_t *pi,
-                      uintptr_t *val)
+static bool next_page(struct ram_layer *m, uint64_t from, uint64_t to, uint64_t *pi, uintptr_t *val)
 {
 	void *root = atomic_load_explicit((_Atomic(void *) *)&m->root, memory_order_acquire);
 	if (!root || from >= to)
@@ -220,9 +226,9 @@ static uint64_t next_absent(struct ram_layer *m, uint64_t from, uint64_t to)
 {
 	while (from < to) {
 		slot_t *slot = leaf_slot(m, page_of(m, from), false);
-		unsigned mask = slot ? (unsigned)(atomic_load_explicit(slot, memory_order_acquire) &
-		                                  MASK_BITS)
-		                     : 0;
+		unsigned mask =
+		    slot ? (unsigned)(atomic_load_explicit(slot, memory_order_acquire) & MASK_BITS)
+		         : 0;
 		uint64_t first = page_of(m, from) << m->spp_shift;
 		for (uint64_t s = from; s < first + spp(m) && s < to; s++)
 			if (!(mask >> (s - first) & 1))
@@ -274,7 +280,10 @@ static void drop_range(struct ram_layer *m, uint64_t from, uint64_t to)
 /* Operations                                                                  */
 /* ------------------------------------------------------------------------- */
 
-static vdisk_status illegal(void) { return vdisk_status_make(VDISK_ERR_ILLEGAL_BLOCK, 0); }
+static vdisk_status illegal(void)
+{
+	return vdisk_status_make(VDISK_ERR_ILLEGAL_BLOCK, 0);
+}
 
 static bool ram_maybe_present(struct layer *l, uint64_t sector, uint64_t count)
 {
@@ -396,13 +405,14 @@ static vdisk_status ram_write(struct ram_layer *m, struct lio *io)
 			}
 		}
 		unsigned char *page = (unsigned char *)(v & ~(uintptr_t)MASK_BITS);
-		iov_cur_copy(&cur, page + ((s - first) << m->shift), (size_t)((stop - s) << m->shift),
-		             false);
+		iov_cur_copy(&cur, page + ((s - first) << m->shift),
+		             (size_t)((stop - s) << m->shift), false);
 		unsigned bits = 0;
 		for (uint64_t x = s; x < stop; x++)
 			bits |= 1u << (x - first);
 		uintptr_t old = atomic_fetch_or_explicit(slot, bits, memory_order_release);
-		atomic_fetch_add_explicit(&m->present, (uint64_t)__builtin_popcount(bits & ~(unsigned)old),
+		atomic_fetch_add_explicit(&m->present,
+		                          (uint64_t)__builtin_popcount(bits & ~(unsigned)old),
 		                          memory_order_relaxed);
 		s = stop;
 	}
@@ -579,7 +589,8 @@ static void ram_free(struct ram_layer *m)
 {
 	free_tree(m->root, m->height);
 	for (size_t i = 0; i < m->narenas; i++)
-		munmap(m->arenas[i], m->unit * 16 > ARENA_BYTES ? (size_t)m->unit * 16 : ARENA_BYTES);
+		munmap(m->arenas[i],
+		       m->unit * 16 > ARENA_BYTES ? (size_t)m->unit * 16 : ARENA_BYTES);
 	free(m->arenas);
 	free(m->free_pages);
 	pthread_rwlock_destroy(&m->lock);
@@ -592,7 +603,8 @@ static int ram_open(struct layer *l, json_t *cfg, const struct layer_meta *below
 	static const char *const keys[] = {"size", "sector-size", NULL};
 	uint64_t size = 0, ss = below ? below->sector_size : 512;
 	int have_size;
-	if (vdisk_cfg_check(cfg, keys) < 0 || (have_size = vdisk_cfg_size(cfg, "size", &size)) < 0 ||
+	if (vdisk_cfg_check(cfg, keys) < 0 ||
+	    (have_size = vdisk_cfg_size(cfg, "size", &size)) < 0 ||
 	    vdisk_cfg_size(cfg, "sector-size", &ss) < 0)
 		return -1;
 	if (ss < 512 || ss > 65536 || (ss & (ss - 1)))
@@ -600,7 +612,8 @@ static int ram_open(struct layer *l, json_t *cfg, const struct layer_meta *below
 		                       ss);
 	if (!have_size) {
 		if (!below)
-			return vdisk_set_error("size: required for a ram layer with nothing below it");
+			return vdisk_set_error(
+			    "size: required for a ram layer with nothing below it");
 		if (below->sector_count > UINT64_MAX / ss)
 			return vdisk_set_error("size: the layer below is too large");
 		size = below->sector_count * below->sector_size;
@@ -659,16 +672,17 @@ static void ram_inspect(struct layer *l, json_t *obj)
 	                    json_integer((json_int_t)atomic_load(&m->present)));
 	json_object_set_new(obj, "allocated_bytes",
 	                    json_integer((json_int_t)(atomic_load(&m->pages) * m->unit)));
-	json_object_set_new(obj, "zero_after", json_integer((json_int_t)atomic_load(&m->zero_after)));
+	json_object_set_new(obj, "zero_after",
+	                    json_integer((json_int_t)atomic_load(&m->zero_after)));
 }
 
 const struct layer_ops layered_ram_ops = {
-	.name = "ram",
-	.open = ram_open,
-	.close = ram_close,
-	.maybe_present = ram_maybe_present,
-	.submit = ram_submit,
-	.resize = ram_resize,
-	.sector_count = ram_sector_count,
-	.inspect = ram_inspect,
+    .name = "ram",
+    .open = ram_open,
+    .close = ram_close,
+    .maybe_present = ram_maybe_present,
+    .submit = ram_submit,
+    .resize = ram_resize,
+    .sector_count = ram_sector_count,
+    .inspect = ram_inspect,
 };

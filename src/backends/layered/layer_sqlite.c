@@ -80,7 +80,10 @@ static vdisk_status db_error(int rc)
 /* Operations, on the worker                                                   */
 /* ------------------------------------------------------------------------- */
 
-static bool in_range(struct sq *s, struct lio *io) { return io->sector + io->count <= s->count; }
+static bool in_range(struct sq *s, struct lio *io)
+{
+	return io->sector + io->count <= s->count;
+}
 
 static vdisk_status sq_read(struct sq *s, struct lio *io)
 {
@@ -288,7 +291,10 @@ static void run_batch(struct sq *s, struct lio *list)
 		case LIO_WRITE_NO_OVERWRITE: io->st = sq_write(s, io, true); break;
 		case LIO_UNMAP: io->st = sq_unmap(s, io); break;
 		case LIO_EXTENT: io->st = sq_extent(s, io); break;
-		case LIO_FLUSH: want_sync = true; io->st = vdisk_status_ok(); break;
+		case LIO_FLUSH:
+			want_sync = true;
+			io->st = vdisk_status_ok();
+			break;
 		default: io->st = vdisk_status_make(VDISK_ERR_INVALID_INPUT, EINVAL); break;
 		}
 		if (!vdisk_ok(io->st) && io->st.kind == VDISK_ERR_IO &&
@@ -420,8 +426,7 @@ static void remove_tmpdir(const char *dir)
  * then hard-linked into place, so nobody ever sees a half-made file and an
  * existing file is never touched.  *raced is set when path appeared meanwhile
  * (another process created it): that is an error for the caller to judge. */
-static int sq_create(const char *path, uint64_t count, uint32_t ss, bool logically_ro,
-                     bool *raced)
+static int sq_create(const char *path, uint64_t count, uint32_t ss, bool logically_ro, bool *raced)
 {
 	char dir[PATH_MAX], tmpdir[PATH_MAX], tmp[PATH_MAX];
 	sqlite3 *db = NULL;
@@ -429,19 +434,22 @@ static int sq_create(const char *path, uint64_t count, uint32_t ss, bool logical
 	*raced = false;
 	const char *slash = strrchr(path, '/');
 	if (slash)
-		snprintf(dir, sizeof dir, "%.*s", (int)(slash - path) ? (int)(slash - path) : 1, path);
+		snprintf(dir, sizeof dir, "%.*s", (int)(slash - path) ? (int)(slash - path) : 1,
+		         path);
 	else
 		snprintf(dir, sizeof dir, ".");
 	if (snprintf(tmpdir, sizeof tmpdir, "%s/.vdisk-create-XXXXXX", dir) >= (int)sizeof tmpdir)
 		return vdisk_set_error("path '%s': too long", path);
 	if (!mkdtemp(tmpdir))
-		return vdisk_set_error_errno(errno, "path '%s': cannot create a file beside it", path);
+		return vdisk_set_error_errno(errno, "path '%s': cannot create a file beside it",
+		                             path);
 	snprintf(tmp, sizeof tmp, "%s/layer.dbhd", tmpdir);
 
-	int r = sqlite3_open_v2(tmp, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-	                                      SQLITE_OPEN_NOMUTEX, NULL);
+	int r = sqlite3_open_v2(
+	    tmp, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (r != SQLITE_OK) {
-		vdisk_set_error("'%s': cannot create: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(r));
+		vdisk_set_error("'%s': cannot create: %s", path,
+		                db ? sqlite3_errmsg(db) : sqlite3_errstr(r));
 		goto out;
 	}
 	char sql[512];
@@ -453,8 +461,8 @@ static int sq_create(const char *path, uint64_t count, uint32_t ss, bool logical
 	         "CREATE TABLE sectors (sector INTEGER NOT NULL, data BLOB, PRIMARY KEY (sector));"
 	         "CREATE TABLE meta (metadata TEXT NOT NULL);"
 	         "INSERT INTO meta (metadata) VALUES "
-	         "('{\"logically_read_only\":%s,\"sector_count\":%" PRIu64 ",\"sector_size\":%" PRIu32
-	         "}');"
+	         "('{\"logically_read_only\":%s,\"sector_count\":%" PRIu64
+	         ",\"sector_size\":%" PRIu32 "}');"
 	         "COMMIT;",
 	         SQ_APP_ID, SQ_FORMAT_VERSION, logically_ro ? "true" : "false", count, ss);
 	if (exec_or_error(db, sql, "formatting", path) < 0)
@@ -495,7 +503,8 @@ static int read_meta(struct sq *s)
 	sqlite3_stmt *st = NULL;
 	int rc = sqlite3_prepare_v2(s->db, "SELECT metadata FROM meta", -1, &st, NULL);
 	if (rc != SQLITE_OK)
-		return vdisk_set_error("'%s': not a sqlite layer (%s)", s->path, sqlite3_errmsg(s->db));
+		return vdisk_set_error("'%s': not a sqlite layer (%s)", s->path,
+		                       sqlite3_errmsg(s->db));
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_ROW) {
 		vdisk_set_error("'%s': %s", s->path,
@@ -555,7 +564,8 @@ static int pragma_int(struct sq *s, const char *sql, int64_t *out)
 static int prepare(struct sq *s, const char *sql, sqlite3_stmt **st)
 {
 	if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK)
-		return vdisk_set_error("'%s': not a sqlite layer (%s)", s->path, sqlite3_errmsg(s->db));
+		return vdisk_set_error("'%s': not a sqlite layer (%s)", s->path,
+		                       sqlite3_errmsg(s->db));
 	return 0;
 }
 
@@ -585,7 +595,8 @@ static struct sq *sq_open_file(const char *path, bool read_only)
 		vdisk_set_error("path '%s': not a regular file", path);
 		goto fail;
 	}
-	int flags = (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) | SQLITE_OPEN_NOMUTEX;
+	int flags =
+	    (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) | SQLITE_OPEN_NOMUTEX;
 	int rc = sqlite3_open_v2(path, &s->db, flags, NULL);
 	if (rc != SQLITE_OK) {
 		vdisk_set_error("path '%s': %s", path,
@@ -600,28 +611,35 @@ static struct sq *sq_open_file(const char *path, bool read_only)
 	    pragma_int(s, "PRAGMA user_version", &ver) < 0)
 		goto fail;
 	if (app != 0 && app != SQ_APP_ID) {
-		vdisk_set_error("'%s': a SQLite file of another application (id 0x%" PRIx64 ")", path,
-		                (uint64_t)app);
+		vdisk_set_error("'%s': a SQLite file of another application (id 0x%" PRIx64 ")",
+		                path, (uint64_t)app);
 		goto fail;
 	}
 	if (ver > SQ_FORMAT_VERSION || ver < 0) {
-		vdisk_set_error("'%s': format version %" PRId64 " is newer than this build knows (%d)",
+		vdisk_set_error("'%s': format version %" PRId64
+		                " is newer than this build knows (%d)",
 		                path, ver, SQ_FORMAT_VERSION);
 		goto fail;
 	}
 	if (read_meta(s) < 0)
 		goto fail;
-	if (!read_only && (exec_or_error(s->db, "PRAGMA journal_mode = WAL", "journal mode", path) < 0 ||
-	                   exec_or_error(s->db, "PRAGMA synchronous = NORMAL", "synchronous", path) < 0))
+	if (!read_only &&
+	    (exec_or_error(s->db, "PRAGMA journal_mode = WAL", "journal mode", path) < 0 ||
+	     exec_or_error(s->db, "PRAGMA synchronous = NORMAL", "synchronous", path) < 0))
 		goto fail;
-	if (prepare(s, "SELECT sector, data FROM sectors WHERE sector >= ?1 AND sector < ?2 "
-	               "ORDER BY sector",
+	if (prepare(s,
+	            "SELECT sector, data FROM sectors WHERE sector >= ?1 AND sector < ?2 "
+	            "ORDER BY sector",
 	            &s->s_read) < 0 ||
-	    prepare(s, "INSERT OR REPLACE INTO sectors (sector, data) VALUES (?1, ?2)", &s->s_write) < 0 ||
-	    prepare(s, "INSERT OR IGNORE INTO sectors (sector, data) VALUES (?1, ?2)", &s->s_noov) < 0 ||
-	    prepare(s, "DELETE FROM sectors WHERE sector >= ?1 AND sector < ?2", &s->s_delete) < 0 ||
-	    prepare(s, "SELECT sector, data IS NULL FROM sectors WHERE sector >= ?1 AND sector < ?2 "
-	               "ORDER BY sector LIMIT ?3",
+	    prepare(s, "INSERT OR REPLACE INTO sectors (sector, data) VALUES (?1, ?2)",
+	            &s->s_write) < 0 ||
+	    prepare(s, "INSERT OR IGNORE INTO sectors (sector, data) VALUES (?1, ?2)", &s->s_noov) <
+	        0 ||
+	    prepare(s, "DELETE FROM sectors WHERE sector >= ?1 AND sector < ?2", &s->s_delete) <
+	        0 ||
+	    prepare(s,
+	            "SELECT sector, data IS NULL FROM sectors WHERE sector >= ?1 AND sector < ?2 "
+	            "ORDER BY sector LIMIT ?3",
 	            &s->s_extent) < 0)
 		goto fail;
 	s->sector_buf = aligned_alloc(64, s->ss);
@@ -677,27 +695,31 @@ static int sq_layer_open(struct layer *l, json_t *cfg, const struct layer_meta *
 		if (l->open_read_only)
 			return vdisk_set_error("create: the layer is opened read-only");
 		if (ss < 512 || ss > 65536 || (ss & (ss - 1)))
-			return vdisk_set_error("sector-size: %" PRIu64 " is not a power of two in 512..64k",
-			                       ss);
+			return vdisk_set_error(
+			    "sector-size: %" PRIu64 " is not a power of two in 512..64k", ss);
 		if (!have_size) {
 			if (!below)
-				return vdisk_set_error("size: required to create a layer with nothing "
-				                       "below it");
+				return vdisk_set_error(
+				    "size: required to create a layer with nothing "
+				    "below it");
 			size = below->sector_count * below->sector_size;
 		}
 		/* validate everything before anything is created */
 		if (size == 0 || size % ss || size > (uint64_t)INT64_MAX)
-			return vdisk_set_error("size: %" PRIu64 " is not a non-zero multiple of the "
+			return vdisk_set_error("size: %" PRIu64
+			                       " is not a non-zero multiple of the "
 			                       "sector size %" PRIu64,
 			                       size, ss);
 		if (access(path, F_OK) == 0)
-			return vdisk_set_error("path '%s': exists; create refuses to overwrite it (drop "
-			                       "\"create\" to open it)",
-			                       path);
+			return vdisk_set_error(
+			    "path '%s': exists; create refuses to overwrite it (drop "
+			    "\"create\" to open it)",
+			    path);
 		bool raced;
 		if (sq_create(path, size / ss, (uint32_t)ss, false, &raced) < 0) {
 			if (raced)
-				vdisk_set_error("path '%s': exists; create refuses to overwrite it", path);
+				vdisk_set_error("path '%s': exists; create refuses to overwrite it",
+				                path);
 			return -1;
 		}
 	}
@@ -756,7 +778,8 @@ static int sq_cache_open(struct layer *l, json_t *cfg, const struct layer_meta *
 		return vdisk_set_error("root: path too long");
 	if (access(path, F_OK) < 0) {
 		if (l->open_read_only)
-			return vdisk_set_error("'%s' does not exist and the layer is read-only", path);
+			return vdisk_set_error("'%s' does not exist and the layer is read-only",
+			                       path);
 		bool raced;
 		if (mkdir_ok(root) < 0 || mkdir_ok(dir) < 0)
 			return -1;
@@ -797,17 +820,17 @@ static void sq_inspect(struct layer *l, json_t *obj)
 }
 
 const struct layer_ops layered_sqlite_ops = {
-	.name = "sqlite",
-	.open = sq_layer_open,
-	.close = sq_close,
-	.submit = sq_submit,
-	.inspect = sq_inspect,
+    .name = "sqlite",
+    .open = sq_layer_open,
+    .close = sq_close,
+    .submit = sq_submit,
+    .inspect = sq_inspect,
 };
 
 const struct layer_ops layered_sqlite_cache_ops = {
-	.name = "sqlite-cache",
-	.open = sq_cache_open,
-	.close = sq_close,
-	.submit = sq_submit,
-	.inspect = sq_inspect,
+    .name = "sqlite-cache",
+    .open = sq_cache_open,
+    .close = sq_close,
+    .submit = sq_submit,
+    .inspect = sq_inspect,
 };

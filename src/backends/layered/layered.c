@@ -47,22 +47,22 @@ struct layered {
 	struct vdisk *d;
 	unsigned n;
 	struct layer *layers;
-	unsigned wp_end;     /* the write path: layers [0, wp_end) */
-	unsigned ncache;     /* read-cache layers */
+	unsigned wp_end; /* the write path: layers [0, wp_end) */
+	unsigned ncache; /* read-cache layers */
 	uint8_t cache_slot[LAYERED_MAX_LAYERS];
-	bool has_remote;     /* some layer completes on another thread */
+	bool has_remote; /* some layer completes on another thread */
 	bool read_only;
 	uint32_t ss;
 	unsigned shift;
 };
 
 enum phase {
-	P_READ_LAYER,   /* look at layer c->layer */
-	P_READ_DONE,    /* layer c->layer answered */
-	P_POPULATE,     /* fill the next missed cache */
+	P_READ_LAYER, /* look at layer c->layer */
+	P_READ_DONE,  /* layer c->layer answered */
+	P_POPULATE,   /* fill the next missed cache */
 	P_POPULATE_DONE,
 	P_FINISH,
-	P_PATH,         /* write / unmap / flush: issue to c->layer */
+	P_PATH, /* write / unmap / flush: issue to c->layer */
 	P_PATH_DONE,
 	P_EXT_LAYER,
 	P_EXT_DONE,
@@ -72,15 +72,15 @@ struct lreq {
 	struct lio io;
 	uint8_t phase;
 	bool bounce_active;
-	bool pooled;        /* mem came from the queue's bounce pool (else malloc) */
+	bool pooled; /* mem came from the queue's bounce pool (else malloc) */
 	unsigned layer;
-	uint64_t n;         /* sectors in the request */
-	uint64_t missed;    /* read caches to populate: bit per layer */
-	uint64_t *bits;     /* marker */
-	uint64_t *snap;     /* marker when the bounce buffer came into use */
-	uint64_t *csnap;    /* marker after each missed cache: ncache bitmaps */
+	uint64_t n;      /* sectors in the request */
+	uint64_t missed; /* read caches to populate: bit per layer */
+	uint64_t *bits;  /* marker */
+	uint64_t *snap;  /* marker when the bounce buffer came into use */
+	uint64_t *csnap; /* marker after each missed cache: ncache bitmaps */
 	unsigned char *bounce;
-	void *mem;          /* pooled or malloc'd: bounce + bitmaps */
+	void *mem; /* pooled or malloc'd: bounce + bitmaps */
 	size_t mem_len;
 	struct iovec biov;
 	/* extents */
@@ -89,7 +89,10 @@ struct lreq {
 	uint64_t inline_bits[INLINE_WORDS];
 };
 
-static struct lreq *lreq_of(struct vdisk_req *r) { return vdisk_req_ctx(r); }
+static struct lreq *lreq_of(struct vdisk_req *r)
+{
+	return vdisk_req_ctx(r);
+}
 static struct lreq *lreq_of_io(struct lio *io)
 {
 	return (struct lreq *)((char *)io - offsetof(struct lreq, io));
@@ -191,9 +194,8 @@ void layered_remote_finish(struct lio *io)
 	struct lio *head = atomic_load_explicit(&lq->finished, memory_order_relaxed);
 	do {
 		io->next = head;
-	} while (!atomic_compare_exchange_weak_explicit(&lq->finished, &head, io,
-	                                                memory_order_release,
-	                                                memory_order_relaxed));
+	} while (!atomic_compare_exchange_weak_explicit(
+	    &lq->finished, &head, io, memory_order_release, memory_order_relaxed));
 	if (!head) {
 		uint64_t one = 1;
 		ssize_t rc;
@@ -330,8 +332,8 @@ static void read_step(struct layered *ld, struct vdisk_req *r, struct lreq *c)
 			uint64_t lim = visible_lim(ld, c->layer, r->sector, c->n);
 			uint64_t a = bits_find(c->bits, 0, lim, false);
 			uint64_t e = a < lim ? bits_last_clear(c->bits, lim) : a;
-			if (a >= lim ||
-			    (l->ops->maybe_present && !l->ops->maybe_present(l, r->sector + a, e - a))) {
+			if (a >= lim || (l->ops->maybe_present &&
+			                 !l->ops->maybe_present(l, r->sector + a, e - a))) {
 				after_read_layer(ld, r, c, c->layer);
 				c->layer++;
 				continue;
@@ -368,7 +370,8 @@ static void read_step(struct layered *ld, struct vdisk_req *r, struct lreq *c)
 				continue;
 			}
 			struct layer *l = &ld->layers[c->layer];
-			uint64_t *cs = c->csnap + (size_t)ld->cache_slot[c->layer] * bits_words(c->n);
+			uint64_t *cs =
+			    c->csnap + (size_t)ld->cache_slot[c->layer] * bits_words(c->n);
 			uint64_t lim = visible_lim(ld, c->layer, r->sector, c->n);
 			uint64_t a = bits_find(cs, 0, lim, false);
 			uint64_t e = bits_last_clear(cs, lim);
@@ -387,13 +390,17 @@ static void read_step(struct layered *ld, struct vdisk_req *r, struct lreq *c)
 			struct layer *l = &ld->layers[c->layer];
 			/* a failed fill only costs a later miss: counted, not reported */
 			if (vdisk_ok(c->io.st)) {
-				uint64_t *cs = c->csnap + (size_t)ld->cache_slot[c->layer] * bits_words(c->n);
+				uint64_t *cs =
+				    c->csnap + (size_t)ld->cache_slot[c->layer] * bits_words(c->n);
 				uint64_t filled = 0;
-				for (uint64_t x = c->io.sector - r->sector; x < c->io.sector - r->sector + c->io.count; x++)
+				for (uint64_t x = c->io.sector - r->sector;
+				     x < c->io.sector - r->sector + c->io.count; x++)
 					filled += !bits_test(cs, x);
-				atomic_fetch_add_explicit(&l->populate_sectors, filled, memory_order_relaxed);
+				atomic_fetch_add_explicit(&l->populate_sectors, filled,
+				                          memory_order_relaxed);
 			} else {
-				atomic_fetch_add_explicit(&l->populate_errors, 1, memory_order_relaxed);
+				atomic_fetch_add_explicit(&l->populate_errors, 1,
+				                          memory_order_relaxed);
 			}
 			c->layer++;
 			c->phase = P_POPULATE;
@@ -405,9 +412,11 @@ static void read_step(struct layered *ld, struct vdisk_req *r, struct lreq *c)
 			uint64_t x = 0;
 			while ((x = bits_find(b, x, c->n, false)) < c->n) {
 				uint64_t y = bits_find(b, x, c->n, true);
-				size_t off = (size_t)(x << ld->shift), len = (size_t)((y - x) << ld->shift);
+				size_t off = (size_t)(x << ld->shift),
+				       len = (size_t)((y - x) << ld->shift);
 				if (c->bounce_active)
-					vdisk_iov_from_buf(r->iov, r->iovcnt, off, c->bounce + off, len);
+					vdisk_iov_from_buf(r->iov, r->iovcnt, off, c->bounce + off,
+					                   len);
 				else
 					vdisk_iov_memset(r->iov, r->iovcnt, off, 0, len);
 				x = y;
@@ -415,9 +424,7 @@ static void read_step(struct layered *ld, struct vdisk_req *r, struct lreq *c)
 			finish(r, vdisk_status_ok());
 			return;
 		}
-		default:
-			finish(r, vdisk_status_io(EINVAL));
-			return;
+		default: finish(r, vdisk_status_io(EINVAL)); return;
 		}
 	}
 }
@@ -551,9 +558,7 @@ static void path_step(struct layered *ld, struct vdisk_req *r, struct lreq *c)
 				c->io.next_is_zero = c->layer + 1 >= ld->n ||
 				                     r->sector >= ld->layers[c->layer + 1].visible;
 				break;
-			default:
-				prep_io(c, r, LIO_FLUSH, 0, 0);
-				break;
+			default: prep_io(c, r, LIO_FLUSH, 0, 0); break;
 			}
 			c->phase = P_PATH_DONE;
 			if (!issue(c, l, io_done))
@@ -569,9 +574,7 @@ static void path_step(struct layered *ld, struct vdisk_req *r, struct lreq *c)
 			c->layer++;
 			c->phase = P_PATH;
 			continue;
-		default:
-			finish(r, vdisk_status_io(EINVAL));
-			return;
+		default: finish(r, vdisk_status_io(EINVAL)); return;
 		}
 	}
 }
@@ -639,7 +642,8 @@ static void ext_step(struct layered *ld, struct vdisk_req *r, struct lreq *c)
 			if (c->layer >= ld->n ||
 			    (c->layer > 0 && c->ext_pos >= ld->layers[c->layer].visible)) {
 				/* absent everywhere it can be seen: reads as zeros */
-				if (!ext_emit(r, c, c->ext_len, VDISK_EXTENT_HOLE | VDISK_EXTENT_ZERO)) {
+				if (!ext_emit(r, c, c->ext_len,
+				              VDISK_EXTENT_HOLE | VDISK_EXTENT_ZERO)) {
 					*r->ext_n = c->ext_n;
 					finish(r, vdisk_status_ok());
 					return;
@@ -650,7 +654,8 @@ static void ext_step(struct layered *ld, struct vdisk_req *r, struct lreq *c)
 			struct layer *l = &ld->layers[c->layer];
 			if (c->layer > 0 && c->ext_pos + c->ext_len > l->visible)
 				c->ext_len = l->visible - c->ext_pos;
-			if (l->ops->maybe_present && !l->ops->maybe_present(l, c->ext_pos, c->ext_len)) {
+			if (l->ops->maybe_present &&
+			    !l->ops->maybe_present(l, c->ext_pos, c->ext_len)) {
 				c->layer++;
 				continue;
 			}
@@ -683,9 +688,7 @@ static void ext_step(struct layered *ld, struct vdisk_req *r, struct lreq *c)
 			}
 			c->layer = 0;
 			continue;
-		default:
-			finish(r, vdisk_status_io(EINVAL));
-			return;
+		default: finish(r, vdisk_status_io(EINVAL)); return;
 		}
 	}
 }
@@ -755,13 +758,14 @@ static int parse_layer(struct layer *l, json_t *spec, json_t **own)
 		return vdisk_set_error("layers[%u]: expected an object with a \"type\"", l->index);
 	json_t *t = json_object_get(spec, "type");
 	if (!json_is_string(t))
-		return vdisk_set_error("layers[%u]: missing \"type\" (ram, sqlite, sqlite-cache or disk)",
-		                       l->index);
+		return vdisk_set_error(
+		    "layers[%u]: missing \"type\" (ram, sqlite, sqlite-cache or disk)", l->index);
 	l->ops = layer_type(json_string_value(t));
 	if (!l->ops)
-		return vdisk_set_error("layers[%u]: unknown layer type '%s' (ram, sqlite, sqlite-cache "
-		                       "or disk)",
-		                       l->index, json_string_value(t));
+		return vdisk_set_error(
+		    "layers[%u]: unknown layer type '%s' (ram, sqlite, sqlite-cache "
+		    "or disk)",
+		    l->index, json_string_value(t));
 	json_t *cfg = json_deep_copy(spec);
 	if (!cfg)
 		return vdisk_set_error_errno(ENOMEM, "layers[%u]", l->index);
@@ -850,20 +854,23 @@ static int layered_open(struct vdisk *d, json_t *cfg)
 			goto out;
 		}
 		if (l->read_cache && !l->meta.can_no_overwrite) {
-			layered_layer_error(l, "read-cache: this layer cannot be filled without "
-			                       "overwriting (use a ram, sqlite or sqlite-cache layer)");
+			layered_layer_error(
+			    l, "read-cache: this layer cannot be filled without "
+			       "overwriting (use a ram, sqlite or sqlite-cache layer)");
 			goto out;
 		}
 		uint32_t ss = l->meta.sector_size;
 		if (ss < 512 || (ss & (ss - 1))) {
-			layered_layer_error(l, "sector size %" PRIu32 " is not a power of two >= 512", ss);
+			layered_layer_error(
+			    l, "sector size %" PRIu32 " is not a power of two >= 512", ss);
 			goto out;
 		}
 		if (!bottom_ss)
 			bottom_ss = ss;
 		if (ss != bottom_ss) {
-			layered_layer_error(l, "sector size %" PRIu32 " differs from the bottom layer's %" PRIu32,
-			                    ss, bottom_ss);
+			layered_layer_error(
+			    l, "sector size %" PRIu32 " differs from the bottom layer's %" PRIu32,
+			    ss, bottom_ss);
 			goto out;
 		}
 		if (l->meta.sector_count == 0) {
@@ -883,8 +890,9 @@ static int layered_open(struct vdisk *d, json_t *cfg)
 	for (unsigned i = 0; i < wp_end; i++) {
 		struct layer *l = &ld->layers[i];
 		if (!ld->read_only && l->meta.read_only) {
-			layered_layer_error(l, "read-only, but it is in the write path of a writable disk "
-			                       "(open the disk read-only, or put a writable layer above it)");
+			layered_layer_error(
+			    l, "read-only, but it is in the write path of a writable disk "
+			       "(open the disk read-only, or put a writable layer above it)");
 			goto out;
 		}
 		fua = fua && l->meta.fua;
@@ -907,13 +915,15 @@ static int layered_open(struct vdisk *d, json_t *cfg)
 		if (!l->write_through)
 			continue;
 		if (i + 1 == n) {
-			layered_layer_error(l, "write-through on the bottom layer has no effect (nothing "
-			                       "below it to write to)");
+			layered_layer_error(
+			    l, "write-through on the bottom layer has no effect (nothing "
+			       "below it to write to)");
 			goto out;
 		}
 		if (i > 0 && !ld->layers[i - 1].write_through) {
-			layered_layer_error(l, "write-through has no effect: writes never reach it, "
-			                       "because layers[%u] above it is not write-through",
+			layered_layer_error(l,
+			                    "write-through has no effect: writes never reach it, "
+			                    "because layers[%u] above it is not write-through",
 			                    i - 1);
 			goto out;
 		}
@@ -968,7 +978,10 @@ out:
 	return rc;
 }
 
-static void layered_close(struct vdisk *d) { layered_free(vdisk_priv(d)); }
+static void layered_close(struct vdisk *d)
+{
+	layered_free(vdisk_priv(d));
+}
 
 static int layered_queue_init(struct vdisk *d, struct vdisk_queue *q, void **qstate)
 {
@@ -1032,15 +1045,18 @@ static int layered_inspect(struct vdisk *d, json_t *obj)
 		json_object_set_new(o, "write_path", json_boolean(i < ld->wp_end));
 		json_object_set_new(o, "opened_read_only", json_boolean(l->open_read_only));
 		json_object_set_new(o, "logically_read_only", json_boolean(l->meta.read_only));
-		json_object_set_new(o, "sector_count", json_integer((json_int_t)layer_sector_count(l)));
+		json_object_set_new(o, "sector_count",
+		                    json_integer((json_int_t)layer_sector_count(l)));
 		json_object_set_new(o, "visible_sectors", json_integer((json_int_t)l->visible));
 		json_object_set_new(o, "unmap_behavior", json_string(unmap_name(l->meta.unmap)));
 		json_object_set_new(o, "fua", json_boolean(l->meta.fua));
 		if (l->read_cache) {
-			json_object_set_new(o, "populated_sectors",
-			                    json_integer((json_int_t)atomic_load(&l->populate_sectors)));
-			json_object_set_new(o, "populate_errors",
-			                    json_integer((json_int_t)atomic_load(&l->populate_errors)));
+			json_object_set_new(
+			    o, "populated_sectors",
+			    json_integer((json_int_t)atomic_load(&l->populate_sectors)));
+			json_object_set_new(
+			    o, "populate_errors",
+			    json_integer((json_int_t)atomic_load(&l->populate_errors)));
 		}
 		if (l->ops->inspect)
 			l->ops->inspect(l, o);
@@ -1067,18 +1083,18 @@ static int layered_inspect(struct vdisk *d, json_t *obj)
 }
 
 const struct vdisk_driver vdisk_driver_layered = {
-	.struct_size = sizeof(struct vdisk_driver),
-	.name = "layered",
-	.description = "stack of layers, top first: ram, sqlite, sqlite-cache, disk (layers)",
-	.open = layered_open,
-	.close = layered_close,
-	.queue_init = layered_queue_init,
-	.queue_fini = layered_queue_fini,
-	.read = layered_read,
-	.write = layered_path,
-	.flush = layered_path,
-	.unmap = layered_path,
-	.extents = layered_extents,
-	.resize = layered_resize,
-	.inspect = layered_inspect,
+    .struct_size = sizeof(struct vdisk_driver),
+    .name = "layered",
+    .description = "stack of layers, top first: ram, sqlite, sqlite-cache, disk (layers)",
+    .open = layered_open,
+    .close = layered_close,
+    .queue_init = layered_queue_init,
+    .queue_fini = layered_queue_fini,
+    .read = layered_read,
+    .write = layered_path,
+    .flush = layered_path,
+    .unmap = layered_path,
+    .extents = layered_extents,
+    .resize = layered_resize,
+    .inspect = layered_inspect,
 };

@@ -36,13 +36,13 @@ struct lio;
 struct lq;
 
 enum lio_op {
-	LIO_READ = 0,      /* fill the sectors whose marker bit is clear; set the bits of
+	LIO_READ = 0,           /* fill the sectors whose marker bit is clear; set the bits of
 	                      those filled */
-	LIO_WRITE,         /* make the sectors present with the data */
+	LIO_WRITE,              /* make the sectors present with the data */
 	LIO_WRITE_NO_OVERWRITE, /* the same, only for sectors now absent (cache fill) */
-	LIO_UNMAP,         /* next_is_zero: everything below reads zero here */
+	LIO_UNMAP,              /* next_is_zero: everything below reads zero here */
 	LIO_FLUSH,
-	LIO_EXTENT,        /* the first run at sector: length and kind, see below */
+	LIO_EXTENT, /* the first run at sector: length and kind, see below */
 };
 
 /* Kinds a layer reports for LIO_EXTENT. */
@@ -61,8 +61,8 @@ struct lio {
 	uint8_t op;          /* enum lio_op */
 	bool fua;
 	bool next_is_zero;
-	uint64_t sector;     /* first sector (absolute) */
-	uint64_t count;      /* sectors */
+	uint64_t sector; /* first sector (absolute) */
+	uint64_t count;  /* sectors */
 
 	/* Data: bytes [off, off + count * sector_size) of iov.  Reads write into
 	 * it, writes read from it. */
@@ -108,7 +108,7 @@ struct layer_meta {
 	bool fully_present;    /* every sector present (a disk): reads go straight to it */
 	uint8_t unmap;         /* enum vdisk_unmap_behavior */
 	uint32_t optimal_unmap_sectors;
-	bool shared_flush;     /* VDISK_CAP_SHARED_FLUSH */
+	bool shared_flush; /* VDISK_CAP_SHARED_FLUSH */
 };
 
 struct layer_ops {
@@ -134,14 +134,14 @@ struct layer_ops {
 struct layer {
 	const struct layer_ops *ops;
 	void *priv;
-	struct vdisk *disk;   /* the layered disk */
+	struct vdisk *disk; /* the layered disk */
 	unsigned index;
 	bool read_cache;
 	bool write_through;
-	bool open_read_only;  /* opened for reading only (resolver rule) */
+	bool open_read_only; /* opened for reading only (resolver rule) */
 	struct layer_meta meta;
-	uint64_t visible;     /* min of the sector counts of layers 0..index at open */
-	json_t *cfg;          /* the layer's spec, for inspect */
+	uint64_t visible; /* min of the sector counts of layers 0..index at open */
+	json_t *cfg;      /* the layer's spec, for inspect */
 	/* statistics, shown by inspect */
 	_Atomic uint64_t populate_sectors;
 	_Atomic uint64_t populate_errors;
@@ -190,7 +190,10 @@ int layered_layer_error(const struct layer *l, const char *fmt, ...)
 /* Bitmaps of sectors of one request                                           */
 /* ------------------------------------------------------------------------- */
 
-static inline bool bits_test(const uint64_t *b, uint64_t i) { return b[i / 64] >> (i % 64) & 1; }
+static inline bool bits_test(const uint64_t *b, uint64_t i)
+{
+	return b[i / 64] >> (i % 64) & 1;
+}
 
 static inline void bits_set_range(uint64_t *b, uint64_t from, uint64_t to)
 {
@@ -220,7 +223,10 @@ static inline uint64_t bits_find(const uint64_t *b, uint64_t from, uint64_t to, 
 	return to;
 }
 
-static inline size_t bits_words(uint64_t n) { return (size_t)((n + 63) / 64); }
+static inline size_t bits_words(uint64_t n)
+{
+	return (size_t)((n + 63) / 64);
+}
 
 /* ------------------------------------------------------------------------- */
 /* A cursor over an iovec list, for copies that walk a request in order         */
