@@ -18,26 +18,43 @@ static int convert_main(int argc, char **argv);
 const struct vdisk_cmd vdisk_cmd_convert = {
 	.name = "convert",
 	.summary = "copy a disk into another (sparse by default)",
-	.usage = "Usage: vdisk convert SRC DST [--bs SIZE] [--threads N] [--no-sparse]\n\n"
+	.usage = "Usage: vdisk convert SRC DST [--bs SIZE] [--depth N] [--no-sparse]\n\n"
 	         "Copies every byte of SRC into DST.  DST is a spec of an existing disk at least\n"
 	         "as large as SRC, or a path that does not exist yet, which becomes a new sparse\n"
 	         "raw file of SRC's size.  Ranges SRC reports as zero, and blocks that read as\n"
 	         "zeros, are not written to a new file and are written as zeros (deallocating\n"
 	         "where the disk can) to an existing one.  Ends with a flush of DST.\n\n"
 	         "  --bs SIZE      copy unit (default 1M)\n"
-	         "  --threads N    copy in N threads, each with its own queues (default 2)\n"
+	         "  --depth N      reads in flight, each of --bs (default 8)\n"
 	         "  --no-sparse    write every block, zeros included\n",
 	.main = convert_main,
+};
+
+/* The copy is a pipeline of two threads: a reader keeps up to `depth` reads in
+ * flight on its own queue, a writer writes what they filled on another.  Two
+ * threads writing the same file would only fight over its inode lock. */
+enum { SLOT_FREE, SLOT_READING, SLOT_FILLED };
+
+struct slot {
+	uint64_t off, len;
+	unsigned char *buf;
+	int state;
+	bool zero; /* the source said the range is zero: nothing was read */
+	struct job *j;
+	vdisk_status st;
+	struct iovec iov;
 };
 
 struct job {
 	struct vdisk *src, *dst;
 	uint64_t size, bs, gran;
 	bool sparse, fresh;
-	atomic_uint_fast64_t next_chunk, done_bytes;
-	atomic_bool failed;
+	unsigned depth;
+	struct slot *slots;
+	pthread_mutex_t lock;
+	pthread_cond_t filled, freed;
+	bool failed, reader_done;
 	char err[512];
-	pthread_mutex_t err_lock;
 };
 
 struct sw {
@@ -60,46 +77,16 @@ static vdisk_status wait_for(struct vdisk_queue *q, struct sw *w, int rc)
 	return w->st;
 }
 
-static void fail(struct job *j, const char *what, uint64_t off, vdisk_status st)
+/* Record the first failure; under j->lock. */
+static void fail_locked(struct job *j, const char *what, uint64_t off, vdisk_status st)
 {
 	char msg[200];
-	pthread_mutex_lock(&j->err_lock);
-	if (!atomic_exchange(&j->failed, true))
+	if (!j->failed)
 		snprintf(j->err, sizeof j->err, "%s at byte %" PRIu64 ": %s", what, off,
 		         vdisk_status_str(st, msg, sizeof msg));
-	pthread_mutex_unlock(&j->err_lock);
-}
-
-/* Write [off, off+len) of buf to dst, skipping (new file) or zeroing (existing
- * disk) the blocks of gran bytes that are all zeros. */
-static vdisk_status put(struct job *j, struct vdisk_queue *q, const unsigned char *buf,
-                        uint64_t off, uint64_t len)
-{
-	uint64_t ss = vdisk_sector_size(j->dst);
-	uint64_t pos = 0;
-	while (pos < len) {
-		bool zero = j->sparse && vdisk_buf_is_zero(buf + pos, (size_t)(len - pos < j->gran ? len - pos : j->gran));
-		uint64_t end = pos;
-		while (end < len) {
-			uint64_t n = len - end < j->gran ? len - end : j->gran;
-			if (j->sparse && vdisk_buf_is_zero(buf + end, (size_t)n) != zero)
-				break;
-			end += n;
-		}
-		struct sw w = {0};
-		vdisk_status st = vdisk_status_ok();
-		if (!zero) {
-			struct iovec iov = {(void *)(buf + pos), (size_t)(end - pos)};
-			st = wait_for(q, &w, vdisk_writev(q, (off + pos) / ss, &iov, 1, 0, sw_done, &w));
-		} else if (!j->fresh) {
-			st = wait_for(q, &w, vdisk_write_zeroes(q, (off + pos) / ss, (end - pos) / ss,
-			                                        VDISK_ZERO_MAY_UNMAP, sw_done, &w));
-		}
-		if (!vdisk_ok(st))
-			return st;
-		pos = end;
-	}
-	return vdisk_status_ok();
+	j->failed = true;
+	pthread_cond_broadcast(&j->filled);
+	pthread_cond_broadcast(&j->freed);
 }
 
 static bool src_zero(struct job *j, struct vdisk_queue *q, uint64_t off, uint64_t len)
@@ -113,66 +100,168 @@ static bool src_zero(struct job *j, struct vdisk_queue *q, uint64_t off, uint64_
 	return vdisk_ok(st) && n == 1 && (e.flags & VDISK_EXTENT_ZERO) && e.count * ss >= len;
 }
 
-static void *worker(void *arg)
+static void read_done(void *o, vdisk_status st)
+{
+	struct slot *s = o;
+	struct job *j = s->j;
+	pthread_mutex_lock(&j->lock);
+	if (!vdisk_ok(st))
+		fail_locked(j, "reading", s->off, st);
+	s->state = SLOT_FILLED;
+	pthread_cond_signal(&j->filled);
+	pthread_mutex_unlock(&j->lock);
+}
+
+static void *reader(void *arg)
 {
 	struct job *j = arg;
-	struct vdisk_queue *qs = vdisk_queue_create(j->src, NULL);
-	struct vdisk_queue *qd = vdisk_queue_create(j->dst, NULL);
-	unsigned char *buf = aligned_alloc(4096, (size_t)j->bs);
-	if (!qs || !qd || !buf) {
-		pthread_mutex_lock(&j->err_lock);
-		if (!atomic_exchange(&j->failed, true))
-			snprintf(j->err, sizeof j->err, "%s", buf ? vdisk_errmsg() : "out of memory");
-		pthread_mutex_unlock(&j->err_lock);
-		goto out;
+	struct vdisk_queue *q = vdisk_queue_create(j->src, NULL);
+	uint64_t ss = vdisk_sector_size(j->src), off = 0;
+	if (!q) {
+		pthread_mutex_lock(&j->lock);
+		if (!j->failed)
+			snprintf(j->err, sizeof j->err, "%s", vdisk_errmsg());
+		j->failed = true;
+		j->reader_done = true;
+		pthread_cond_broadcast(&j->filled);
+		pthread_mutex_unlock(&j->lock);
+		return NULL;
 	}
-	uint64_t sss = vdisk_sector_size(j->src);
-	for (;;) {
-		uint64_t k = atomic_fetch_add(&j->next_chunk, 1);
-		uint64_t off = k * j->bs;
-		if (off >= j->size || atomic_load(&j->failed))
-			break;
-		uint64_t len = j->size - off < j->bs ? j->size - off : j->bs;
-		vdisk_status st;
-		if (j->sparse && src_zero(j, qs, off, len)) {
-			memset(buf, 0, (size_t)len);
-			st = put(j, qd, buf, off, len);
-		} else {
-			struct sw w = {0};
-			struct iovec iov = {buf, (size_t)len};
-			st = wait_for(qs, &w, vdisk_readv(qs, off / sss, &iov, 1, sw_done, &w));
-			if (!vdisk_ok(st)) {
-				fail(j, "reading", off, st);
-				break;
+	for (unsigned next = 0;; next = (next + 1) % j->depth) {
+		struct slot *s = &j->slots[next];
+		pthread_mutex_lock(&j->lock);
+		/* wait until this slot is free, completing reads meanwhile */
+		while (s->state != SLOT_FREE && !j->failed) {
+			if (vdisk_queue_inflight(q)) {
+				pthread_mutex_unlock(&j->lock);
+				vdisk_queue_wait(q, 1000000);
+				pthread_mutex_lock(&j->lock);
+			} else {
+				pthread_cond_wait(&j->freed, &j->lock);
 			}
-			st = put(j, qd, buf, off, len);
 		}
-		if (!vdisk_ok(st)) {
-			fail(j, "writing", off, st);
+		bool stop = j->failed || off >= j->size;
+		pthread_mutex_unlock(&j->lock);
+		if (stop)
+			break;
+		s->off = off;
+		s->len = j->size - off < j->bs ? j->size - off : j->bs;
+		off += s->len;
+		s->zero = j->sparse && src_zero(j, q, s->off, s->len);
+		if (s->zero) {
+			pthread_mutex_lock(&j->lock);
+			s->state = SLOT_FILLED;
+			pthread_cond_signal(&j->filled);
+			pthread_mutex_unlock(&j->lock);
+			continue;
+		}
+		s->state = SLOT_READING;
+		s->iov = (struct iovec){s->buf, (size_t)s->len};
+		int rc = vdisk_readv(q, s->off / ss, &s->iov, 1, read_done, s);
+		if (rc < 0) {
+			pthread_mutex_lock(&j->lock);
+			fail_locked(j, "reading", s->off, vdisk_status_io(-rc));
+			pthread_mutex_unlock(&j->lock);
 			break;
 		}
-		atomic_fetch_add(&j->done_bytes, len);
 	}
-out:
-	free(buf);
-	if (qs)
-		vdisk_queue_destroy(qs);
-	if (qd)
-		vdisk_queue_destroy(qd);
+	while (vdisk_queue_inflight(q))
+		vdisk_queue_wait(q, -1);
+	vdisk_queue_destroy(q);
+	pthread_mutex_lock(&j->lock);
+	j->reader_done = true;
+	pthread_cond_broadcast(&j->filled);
+	pthread_mutex_unlock(&j->lock);
 	return NULL;
+}
+
+/* Write one filled slot, skipping (new file) or zeroing (existing disk) the
+ * blocks of gran bytes that are all zeros. */
+static vdisk_status put(struct job *j, struct vdisk_queue *q, struct slot *s)
+{
+	uint64_t ss = vdisk_sector_size(j->dst), pos = 0, len = s->len;
+	if (s->zero) {
+		struct sw w = {0};
+		if (j->fresh)
+			return vdisk_status_ok();
+		return wait_for(q, &w, vdisk_write_zeroes(q, s->off / ss, len / ss,
+		                                          VDISK_ZERO_MAY_UNMAP, sw_done, &w));
+	}
+	while (pos < len) {
+		uint64_t n = len - pos < j->gran ? len - pos : j->gran;
+		bool zero = j->sparse && vdisk_buf_is_zero(s->buf + pos, (size_t)n);
+		uint64_t end = pos + n;
+		while (j->sparse && end < len) {
+			n = len - end < j->gran ? len - end : j->gran;
+			if (vdisk_buf_is_zero(s->buf + end, (size_t)n) != zero)
+				break;
+			end += n;
+		}
+		if (!j->sparse)
+			end = len;
+		struct sw w = {0};
+		vdisk_status st = vdisk_status_ok();
+		if (!zero) {
+			struct iovec iov = {s->buf + pos, (size_t)(end - pos)};
+			st = wait_for(q, &w, vdisk_writev(q, (s->off + pos) / ss, &iov, 1, 0, sw_done, &w));
+		} else if (!j->fresh) {
+			st = wait_for(q, &w, vdisk_write_zeroes(q, (s->off + pos) / ss, (end - pos) / ss,
+			                                        VDISK_ZERO_MAY_UNMAP, sw_done, &w));
+		}
+		if (!vdisk_ok(st))
+			return st;
+		pos = end;
+	}
+	return vdisk_status_ok();
+}
+
+/* The writer: runs on the calling thread, slots in order. */
+static void writer(struct job *j, struct tool_progress *pr)
+{
+	struct vdisk_queue *q = vdisk_queue_create(j->dst, NULL);
+	uint64_t done = 0;
+	if (!q) {
+		pthread_mutex_lock(&j->lock);
+		if (!j->failed)
+			snprintf(j->err, sizeof j->err, "%s", vdisk_errmsg());
+		j->failed = true;
+		pthread_cond_broadcast(&j->freed);
+		pthread_mutex_unlock(&j->lock);
+		return;
+	}
+	for (unsigned next = 0;; next = (next + 1) % j->depth) {
+		struct slot *s = &j->slots[next];
+		pthread_mutex_lock(&j->lock);
+		while (s->state != SLOT_FILLED && !j->failed && !(j->reader_done && s->state == SLOT_FREE))
+			pthread_cond_wait(&j->filled, &j->lock);
+		bool stop = j->failed || s->state != SLOT_FILLED;
+		pthread_mutex_unlock(&j->lock);
+		if (stop)
+			break;
+		vdisk_status st = put(j, q, s);
+		pthread_mutex_lock(&j->lock);
+		if (!vdisk_ok(st))
+			fail_locked(j, "writing", s->off, st);
+		s->state = SLOT_FREE;
+		pthread_cond_signal(&j->freed);
+		pthread_mutex_unlock(&j->lock);
+		done += s->len;
+		tool_progress_update(pr, done);
+	}
+	vdisk_queue_destroy(q);
 }
 
 static int convert_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"bs", required_argument, NULL, 'b'},
-		{"threads", required_argument, NULL, 't'},
+		{"depth", required_argument, NULL, 't'},
 		{"no-sparse", no_argument, NULL, 'n'},
 		{NULL, 0, NULL, 0},
 	};
 	const struct vdisk_cmd *cmd = &vdisk_cmd_convert;
 	uint64_t bs = 1 << 20;
-	unsigned threads = 2;
+	unsigned depth = 8;
 	bool sparse = true;
 	int c;
 	optind = 1;
@@ -185,9 +274,9 @@ static int convert_main(int argc, char **argv)
 				return tool_usage(cmd, "--bs: '%s' is not a power of two in 4k..256M", optarg);
 			break;
 		case 't':
-			threads = (unsigned)strtoul(optarg, &end, 10);
-			if (*end || !*optarg || threads < 1 || threads > 64)
-				return tool_usage(cmd, "--threads: '%s' is not 1..64", optarg);
+			depth = (unsigned)strtoul(optarg, &end, 10);
+			if (*end || !*optarg || depth < 1 || depth > 256)
+				return tool_usage(cmd, "--depth: '%s' is not 1..256", optarg);
 			break;
 		case 'n': sparse = false; break;
 		default: return tool_usage(cmd, "unknown option");
@@ -196,8 +285,10 @@ static int convert_main(int argc, char **argv)
 	if (optind != argc - 2)
 		return tool_usage(cmd, "expected SRC and DST");
 	const char *srcspec = argv[optind], *dstspec = argv[optind + 1];
-	struct job j = {.bs = bs, .sparse = sparse};
-	pthread_mutex_init(&j.err_lock, NULL);
+	struct job j = {.bs = bs, .sparse = sparse, .depth = depth};
+	pthread_mutex_init(&j.lock, NULL);
+	pthread_cond_init(&j.filled, NULL);
+	pthread_cond_init(&j.freed, NULL);
 	int rc = EXIT_OK;
 	j.src = vdisk_open(srcspec, VDISK_OPEN_READ_ONLY);
 	if (!j.src)
@@ -247,32 +338,33 @@ static int convert_main(int argc, char **argv)
 		j.bs = vdisk_sector_size(j.src) > vdisk_sector_size(j.dst) ? vdisk_sector_size(j.src)
 		                                                            : vdisk_sector_size(j.dst);
 
-	pthread_t th[64];
-	unsigned started = 0;
+	j.slots = calloc(j.depth, sizeof *j.slots);
+	for (unsigned i = 0; j.slots && i < j.depth; i++) {
+		j.slots[i].j = &j;
+		j.slots[i].buf = aligned_alloc(4096, (size_t)j.bs);
+		if (!j.slots[i].buf) {
+			rc = tool_error("convert", EXIT_FAIL, "out of memory");
+			goto out;
+		}
+	}
+	if (!j.slots) {
+		rc = tool_error("convert", EXIT_FAIL, "out of memory");
+		goto out;
+	}
 	struct tool_progress pr;
+	pthread_t th;
 	tool_progress_start(&pr, "convert", j.size);
-	for (; started < threads; started++)
-		if (pthread_create(&th[started], NULL, worker, &j) != 0)
-			break;
-	if (!started) {
+	if (pthread_create(&th, NULL, reader, &j) != 0) {
 		rc = tool_error("convert", EXIT_FAIL, "cannot start a thread");
 		goto out;
 	}
-	while (atomic_load(&j.done_bytes) < j.size && !atomic_load(&j.failed)) {
-		tool_progress_update(&pr, atomic_load(&j.done_bytes));
-		struct timespec ts = {0, 50 * 1000 * 1000};
-		nanosleep(&ts, NULL);
-		/* all workers may have stopped without finishing (a failure) */
-		if (atomic_load(&j.next_chunk) * j.bs >= j.size + (uint64_t)started * j.bs)
-			break;
-	}
-	for (unsigned i = 0; i < started; i++)
-		pthread_join(th[i], NULL);
-	if (!atomic_load(&j.failed))
+	writer(&j, &pr);
+	pthread_join(th, NULL);
+	if (!j.failed)
 		tool_progress_end(&pr);
 	else if (pr.tty)
 		fputc('\n', stderr);
-	if (atomic_load(&j.failed)) {
+	if (j.failed) {
 		rc = tool_error("convert", EXIT_FAIL, "%s", j.err);
 		goto out;
 	}
@@ -283,9 +375,14 @@ static int convert_main(int argc, char **argv)
 		                vdisk_status_str(st, msg, sizeof msg));
 	}
 out:
+	for (unsigned i = 0; j.slots && i < j.depth; i++)
+		free(j.slots[i].buf);
+	free(j.slots);
 	if (j.dst)
 		vdisk_unref(j.dst);
 	vdisk_unref(j.src);
-	pthread_mutex_destroy(&j.err_lock);
+	pthread_mutex_destroy(&j.lock);
+	pthread_cond_destroy(&j.filled);
+	pthread_cond_destroy(&j.freed);
 	return rc;
 }

@@ -37,7 +37,7 @@ grep -q "identical" "$TMP/stdout" || fail "compare output"
 
 # convert into an existing, larger, dirty disk: zeros must be written
 dd if=/dev/urandom of=big.img bs=1M count=80 status=none
-expect_status 0 "$VDISK" convert --threads 3 --bs 64k a.img "file:path=$TMP/big.img"
+expect_status 0 "$VDISK" convert --depth 3 --bs 64k a.img "file:path=$TMP/big.img"
 cmp -n 67108864 a.img big.img || fail "convert into an existing disk left old data"
 # and with 4096-byte sectors on the destination, no sparseness
 expect_status 0 "$VDISK" convert --no-sparse a.img "file:path=$TMP/big.img,sector-size=4096"
