@@ -432,7 +432,8 @@ static int file_write(struct vdisk_req *r)
 		off_t off = (off_t)(r->sector << f->shift);
 		int fl = (r->flags & VDISK_IO_FUA) ? RWF_DSYNC : 0;
 		ssize_t n = -1;
-		if (f->write_mode == WRITE_INLINE) {
+		/* a FUA write waits for the device: never on the queue's thread */
+		if (f->write_mode == WRITE_INLINE && !fl) {
 			/* buffered: the page cache makes this a copy, as pwrite does */
 			size_t done = 0;
 			while (done < r->len) {
