@@ -6,8 +6,9 @@
  * io_uring at depth 32) and completes inline; only what would block goes to the
  * queue's io_uring, batched, on a registered file.  Buffered writes: io_uring
  * punts them to a kernel worker on ext4 (97 us at depth 1 against 2.2 us for
- * pwrite), so they are written with pwritev2 on the queue's thread unless
- * write-mode=uring; FUA writes carry RWF_DSYNC.  O_DIRECT always goes through
+ * pwrite), so they are written with pwrite on the queue's thread unless
+ * write-mode=uring; FUA writes carry RWF_DSYNC and go to io_uring, as they
+ * wait for the device.  O_DIRECT always goes through
  * io_uring, with unaligned buffers bounced.
  *
  * A short transfer is never success: the rest is resubmitted, and no progress
