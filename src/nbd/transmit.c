@@ -1,0 +1,571 @@
+/* The transmission phase: request headers are parsed from the input buffer,
+ * checked (command, flags, alignment, range, size, read-only) and handed to the
+ * worker's vdisk queue; completions turn into replies on the connection's
+ * output queue.  Reads go from the disk straight into the buffer the reply is
+ * sent from; a write's payload is read straight into the buffer the disk writes
+ * from (see plain_read in conn.c).
+ *
+ * Every request has one reply, sent once the disk has answered, in whatever
+ * order the disk answers.  Errors never become success: a status other than
+ * VDISK_OK always gives an error reply. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nbd/server.h"
+
+#define FREE_REQS_MAX 64
+
+static bool tx_room(const struct nbd_conn *c)
+{
+	return c->inflight < NBD_MAX_INFLIGHT && c->inflight_bytes < NBD_MAX_INFLIGHT_BYTES;
+}
+
+static struct nbd_req *req_get(struct nbd_conn *c)
+{
+	struct nbd_req *r = c->free_reqs;
+	if (r) {
+		c->free_reqs = r->next;
+		c->nfree_reqs--;
+	} else {
+		r = malloc(sizeof *r);
+		if (!r)
+			return NULL;
+	}
+	r->conn = c;
+	r->next = NULL;
+	r->data = NULL;
+	r->flush_after = false;
+	r->charged = 0;
+	r->done = 0;
+	r->iovcnt = 0;
+	c->inflight++;
+	return r;
+}
+
+void nbd_req_free(struct nbd_conn *c, struct nbd_req *r)
+{
+	if (r->data)
+		nbd_buf_put(&c->w->pool, r->data, r->buf_cls);
+	c->inflight--;
+	c->inflight_bytes -= r->charged;
+	if (c->nfree_reqs < FREE_REQS_MAX) {
+		r->next = c->free_reqs;
+		c->free_reqs = r;
+		c->nfree_reqs++;
+	} else {
+		free(r);
+	}
+	if (NBD_UNLIKELY(c->state >= CS_CLOSING))
+		c->w->reap_pending = true;
+	else if (c->stalled && c->state == CS_TRANSMISSION && tx_room(c)) {
+		c->stalled = false;
+		c->resume_input = true;
+		nbd_conn_mark_dirty(c);
+	}
+}
+
+void nbd_conn_free_reqs(struct nbd_conn *c)
+{
+	while (c->free_reqs) {
+		struct nbd_req *r = c->free_reqs;
+		c->free_reqs = r->next;
+		free(r);
+	}
+	c->nfree_reqs = 0;
+}
+
+static bool req_buf(struct nbd_conn *c, struct nbd_req *r, size_t len)
+{
+	r->data = nbd_buf_get(&c->w->pool, len ? len : 1, &r->buf_cls);
+	if (!r->data)
+		return false;
+	r->charged = len;
+	c->inflight_bytes += len;
+	return true;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Replies                                                                     */
+/* ------------------------------------------------------------------------- */
+
+static void queue_reply(struct nbd_req *r)
+{
+	struct nbd_conn *c = r->conn;
+	if (c->state == CS_DEAD) {
+		nbd_req_free(c, r);
+		return;
+	}
+	r->next = NULL;
+	*c->out_tail = r;
+	c->out_tail = &r->next;
+	nbd_conn_mark_dirty(c);
+}
+
+static unsigned char *chunk_header(struct nbd_req *r, uint16_t type, uint32_t len)
+{
+	unsigned char *p = r->hdr;
+	p = nbd_put32(p, NBD_STRUCT_MAGIC);
+	p = nbd_put16(p, NBD_REPLY_FLAG_DONE);
+	p = nbd_put16(p, type);
+	p = nbd_put64(p, r->cookie);
+	return nbd_put32(p, len);
+}
+
+static void reply_simple(struct nbd_req *r, uint32_t err)
+{
+	unsigned char *p = r->hdr;
+	p = nbd_put32(p, NBD_SIMPLE_MAGIC);
+	p = nbd_put32(p, err);
+	nbd_put64(p, r->cookie);
+	r->iov[0].iov_base = r->hdr;
+	r->iov[0].iov_len = NBD_SIMPLE_SIZE;
+	r->iovcnt = 1;
+	queue_reply(r);
+}
+
+static void reply_error(struct nbd_req *r, uint32_t err, const char *msg)
+{
+	if (!r->conn->structured) {
+		reply_simple(r, err);
+		return;
+	}
+	size_t ml = strlen(msg);
+	size_t room = sizeof r->hdr - NBD_CHUNK_SIZE - 6;
+	if (ml > room)
+		ml = room;
+	unsigned char *p = chunk_header(r, NBD_REPLY_TYPE_ERROR, (uint32_t)(6 + ml));
+	p = nbd_put32(p, err);
+	p = nbd_put16(p, (uint16_t)ml);
+	nbd_putmem(p, msg, ml);
+	r->iov[0].iov_base = r->hdr;
+	r->iov[0].iov_len = NBD_CHUNK_SIZE + 6 + ml;
+	r->iovcnt = 1;
+	queue_reply(r);
+}
+
+static void reply_read(struct nbd_req *r)
+{
+	r->iov[0].iov_base = r->hdr;
+	if (r->conn->structured) {
+		if (r->len == 0) {
+			chunk_header(r, NBD_REPLY_TYPE_NONE, 0);
+			r->iov[0].iov_len = NBD_CHUNK_SIZE;
+			r->iovcnt = 1;
+		} else {
+			nbd_put64(chunk_header(r, NBD_REPLY_TYPE_OFFSET_DATA, 8 + r->len), r->offset);
+			r->iov[0].iov_len = NBD_CHUNK_SIZE + 8;
+			r->iovcnt = 2;
+		}
+		queue_reply(r);
+		return;
+	}
+	unsigned char *p = r->hdr;
+	p = nbd_put32(p, NBD_SIMPLE_MAGIC);
+	p = nbd_put32(p, 0);
+	nbd_put64(p, r->cookie);
+	r->iov[0].iov_len = NBD_SIMPLE_SIZE;
+	r->iovcnt = r->len ? 2 : 1;
+	queue_reply(r);
+}
+
+/* The NBD error for a disk status, per the protocol's list: writes past the
+ * end are ENOSPC, reads and trims past it EINVAL, read-only EPERM. */
+static uint32_t nbd_error_of(vdisk_status st, uint16_t type)
+{
+	switch (st.kind) {
+	case VDISK_ERR_ILLEGAL_BLOCK:
+		return type == NBD_CMD_WRITE || type == NBD_CMD_WRITE_ZEROES ? NBD_ENOSPC : NBD_EINVAL;
+	case VDISK_ERR_INVALID_INPUT:
+		return NBD_EINVAL;
+	case VDISK_ERR_READ_ONLY:
+	case VDISK_ERR_RESERVATION_CONFLICT:
+		return NBD_EPERM;
+	case VDISK_ERR_NOT_SUPPORTED:
+		return type == NBD_CMD_WRITE_ZEROES ? NBD_ENOTSUP : NBD_EINVAL;
+	case VDISK_ERR_IO:
+	case VDISK_ERR_MEDIUM:
+		switch (st.errnum) {
+		case ENOSPC:
+		case EDQUOT:
+		case EFBIG:
+			return NBD_ENOSPC;
+		case ENOMEM:
+			return NBD_ENOMEM;
+		case EROFS:
+		case EPERM:
+		case EACCES:
+			return NBD_EPERM;
+		default:
+			return NBD_EIO;
+		}
+	default:
+		return NBD_EIO;
+	}
+}
+
+static void reply_status(struct nbd_req *r, vdisk_status st)
+{
+	char msg[64];
+	reply_error(r, nbd_error_of(st, r->type), vdisk_status_str(st, msg, sizeof msg));
+}
+
+/* ------------------------------------------------------------------------- */
+/* Completions                                                                 */
+/* ------------------------------------------------------------------------- */
+
+static void req_done(void *opaque, vdisk_status st);
+
+static void submit_failed(struct nbd_req *r, int rc)
+{
+	reply_error(r, rc == -ENOMEM ? NBD_ENOMEM : NBD_EIO,
+	            rc == -ENOMEM ? "out of memory" : "request refused by the disk");
+}
+
+static int submit_cache_chunk(struct nbd_req *r)
+{
+	struct nbd_conn *c = r->conn;
+	uint64_t left = r->len - r->done;
+	size_t n = left < NBD_CACHE_CHUNK ? (size_t)left : NBD_CACHE_CHUNK;
+	r->iov[1].iov_base = r->data;
+	r->iov[1].iov_len = n;
+	return vdisk_readv(c->w->q, (r->offset + r->done) >> c->srv->shift, &r->iov[1], 1, req_done,
+	                   r);
+}
+
+static void reply_extents(struct nbd_req *r)
+{
+	struct nbd_conn *c = r->conn;
+	const struct vdisk_extent *ext = (const struct vdisk_extent *)r->data;
+	unsigned char *desc = r->data + NBD_MAX_EXTENTS * sizeof(struct vdisk_extent);
+	unsigned char *p = desc;
+	unsigned shift = c->srv->shift;
+	uint64_t left = r->len;
+	unsigned n = 0;
+	uint32_t prev_flags = 0;
+	for (unsigned i = 0; i < r->next_ext && left; i++) {
+		uint64_t bytes = ext[i].count << shift;
+		uint32_t flags = ext[i].flags & (NBD_STATE_HOLE | NBD_STATE_ZERO);
+		if (bytes > left)
+			bytes = left;
+		if (bytes == 0)
+			continue;
+		if (n && flags == prev_flags) {
+			/* lengths are below r->len, a 32-bit value, so the sum fits */
+			nbd_put32(p - 8, (uint32_t)(nbd_get32(p - 8) + bytes));
+		} else {
+			p = nbd_put32(p, (uint32_t)bytes);
+			p = nbd_put32(p, flags);
+			n++;
+			prev_flags = flags;
+		}
+		left -= bytes;
+		if (r->flags & NBD_CMD_FLAG_REQ_ONE)
+			break;
+	}
+	if (n == 0) {
+		/* the disk said nothing: "allocated" is always a safe answer */
+		p = nbd_put32(p, r->len);
+		p = nbd_put32(p, 0);
+		n = 1;
+	}
+	nbd_put32(chunk_header(r, NBD_REPLY_TYPE_BLOCK_STATUS, 4 + 8 * n), NBD_META_ALLOC_ID);
+	r->iov[0].iov_base = r->hdr;
+	r->iov[0].iov_len = NBD_CHUNK_SIZE + 4;
+	r->iov[1].iov_base = desc;
+	r->iov[1].iov_len = 8u * n;
+	r->iovcnt = 2;
+	queue_reply(r);
+}
+
+static void req_done(void *opaque, vdisk_status st)
+{
+	struct nbd_req *r = opaque;
+	struct nbd_conn *c = r->conn;
+	if (c->state == CS_DEAD) {
+		nbd_req_free(c, r);
+		return;
+	}
+	if (!vdisk_ok(st)) {
+		reply_status(r, st);
+		return;
+	}
+	if (r->flush_after) {
+		r->flush_after = false;
+		int rc = vdisk_flush(c->w->q, req_done, r);
+		if (rc < 0)
+			submit_failed(r, rc);
+		return;
+	}
+	switch (r->type) {
+	case NBD_CMD_READ:
+		reply_read(r);
+		return;
+	case NBD_CMD_BLOCK_STATUS:
+		reply_extents(r);
+		return;
+	case NBD_CMD_CACHE:
+		r->done += r->iov[1].iov_len;
+		if (r->done < r->len) {
+			int rc = submit_cache_chunk(r);
+			if (rc < 0)
+				submit_failed(r, rc);
+			return;
+		}
+		break;
+	default:
+		break;
+	}
+	reply_simple(r, 0);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Requests                                                                    */
+/* ------------------------------------------------------------------------- */
+
+/* 0 if r may go to the disk, else the NBD error and *msg why. */
+static uint32_t validate(const struct nbd_conn *c, const struct nbd_req *r, const char **msg)
+{
+	const struct nbd_server *s = c->srv;
+	uint16_t allowed = (c->eflags & NBD_FLAG_SEND_FUA) ? NBD_CMD_FLAG_FUA : 0;
+	bool ro = c->eflags & NBD_FLAG_READ_ONLY;
+	switch (r->type) {
+	case NBD_CMD_READ:
+		if (c->eflags & NBD_FLAG_SEND_DF)
+			allowed |= NBD_CMD_FLAG_DF;
+		break;
+	case NBD_CMD_WRITE:
+	case NBD_CMD_CACHE:
+		break;
+	case NBD_CMD_TRIM:
+		if (!ro && !(c->eflags & NBD_FLAG_SEND_TRIM)) {
+			*msg = "trim is not supported by this export";
+			return NBD_EINVAL;
+		}
+		break;
+	case NBD_CMD_WRITE_ZEROES:
+		allowed |= NBD_CMD_FLAG_NO_HOLE;
+		if (c->eflags & NBD_FLAG_SEND_FAST_ZERO)
+			allowed |= NBD_CMD_FLAG_FAST_ZERO;
+		break;
+	case NBD_CMD_FLUSH:
+		if (r->flags & ~allowed) {
+			*msg = "flag not valid for this command";
+			return NBD_EINVAL;
+		}
+		if (r->offset || r->len) {
+			*msg = "flush with an offset or length";
+			return NBD_EINVAL;
+		}
+		return 0;
+	case NBD_CMD_BLOCK_STATUS:
+		allowed |= NBD_CMD_FLAG_REQ_ONE;
+		if (!c->meta_alloc) {
+			*msg = "no metadata context was negotiated";
+			return NBD_EINVAL;
+		}
+		if (r->len == 0) {
+			*msg = "block status of zero bytes";
+			return NBD_EINVAL;
+		}
+		break;
+	default:
+		*msg = "unknown command";
+		return NBD_EINVAL;
+	}
+	if (r->flags & ~allowed) {
+		*msg = "flag not valid for this command";
+		return NBD_EINVAL;
+	}
+	if (ro && (r->type == NBD_CMD_WRITE || r->type == NBD_CMD_TRIM ||
+	           r->type == NBD_CMD_WRITE_ZEROES)) {
+		*msg = "the export is read-only";
+		return NBD_EPERM;
+	}
+	if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) && r->len > s->max_payload) {
+		*msg = "payload larger than the 32 MiB maximum";
+		return r->type == NBD_CMD_READ && c->structured ? NBD_EOVERFLOW : NBD_EINVAL;
+	}
+	if ((r->offset | r->len) & (s->min_block - 1)) {
+		*msg = "offset or length not a multiple of the minimum block size";
+		return NBD_EINVAL;
+	}
+	if (r->offset > c->export_size || r->len > c->export_size - r->offset) {
+		*msg = "beyond the end of the export";
+		return r->type == NBD_CMD_WRITE || r->type == NBD_CMD_WRITE_ZEROES ? NBD_ENOSPC
+		                                                                    : NBD_EINVAL;
+	}
+	return 0;
+}
+
+static void submit(struct nbd_req *r)
+{
+	struct nbd_conn *c = r->conn;
+	struct nbd_server *s = c->srv;
+	struct vdisk_queue *q = c->w->q;
+	uint64_t sector = r->offset >> s->shift;
+	uint64_t count = r->len >> s->shift;
+	bool fua = r->flags & NBD_CMD_FLAG_FUA;
+	int rc = 0;
+	switch (r->type) {
+	case NBD_CMD_READ:
+		if (r->len == 0) {
+			reply_read(r);
+			return;
+		}
+		if (!req_buf(c, r, r->len)) {
+			reply_error(r, NBD_ENOMEM, "out of memory");
+			return;
+		}
+		r->iov[1].iov_base = r->data;
+		r->iov[1].iov_len = r->len;
+		rc = vdisk_readv(q, sector, &r->iov[1], 1, req_done, r);
+		break;
+	case NBD_CMD_WRITE:
+		r->flush_after = fua && s->emulate_fua;
+		r->iov[1].iov_base = r->data;
+		r->iov[1].iov_len = r->len;
+		rc = vdisk_writev(q, sector, &r->iov[1], r->len ? 1 : 0,
+		                  fua && !s->emulate_fua ? VDISK_IO_FUA : 0, req_done, r);
+		break;
+	case NBD_CMD_FLUSH:
+		rc = vdisk_flush(q, req_done, r);
+		break;
+	case NBD_CMD_TRIM:
+		r->flush_after = fua; /* unmap has no FUA of its own */
+		rc = vdisk_unmap(q, sector, count, 0, req_done, r);
+		break;
+	case NBD_CMD_WRITE_ZEROES: {
+		unsigned flags = 0;
+		if (!(r->flags & NBD_CMD_FLAG_NO_HOLE))
+			flags |= VDISK_ZERO_MAY_UNMAP;
+		if (r->flags & NBD_CMD_FLAG_FAST_ZERO)
+			flags |= VDISK_ZERO_FAST_ONLY;
+		if (fua && !s->emulate_fua)
+			flags |= VDISK_IO_FUA;
+		r->flush_after = fua && s->emulate_fua;
+		rc = vdisk_write_zeroes(q, sector, count, flags, req_done, r);
+		break;
+	}
+	case NBD_CMD_BLOCK_STATUS:
+		if (!req_buf(c, r, NBD_MAX_EXTENTS * (sizeof(struct vdisk_extent) + 8))) {
+			reply_error(r, NBD_ENOMEM, "out of memory");
+			return;
+		}
+		rc = vdisk_extents(q, sector, count, (struct vdisk_extent *)r->data, NBD_MAX_EXTENTS,
+		                   &r->next_ext, req_done, r);
+		break;
+	case NBD_CMD_CACHE:
+		if (r->len == 0) {
+			reply_simple(r, 0);
+			return;
+		}
+		if (!req_buf(c, r, r->len < NBD_CACHE_CHUNK ? r->len : NBD_CACHE_CHUNK)) {
+			reply_error(r, NBD_ENOMEM, "out of memory");
+			return;
+		}
+		rc = submit_cache_chunk(r);
+		break;
+	}
+	if (rc < 0)
+		submit_failed(r, rc);
+}
+
+/* A write's payload has arrived in full. */
+void nbd_tx_payload_done(struct nbd_conn *c)
+{
+	struct nbd_req *r = c->rx;
+	c->rx = NULL;
+	c->rx_have = 0;
+	submit(r);
+}
+
+bool nbd_tx_parse(struct nbd_conn *c)
+{
+	for (;;) {
+		size_t avail = c->in_end - c->in_start;
+		if (c->discard) {
+			size_t take = avail < c->discard ? avail : (size_t)c->discard;
+			c->in_start += take;
+			c->discard -= take;
+			if (c->discard)
+				return true;
+			continue;
+		}
+		if (c->rx) {
+			size_t take = c->rx->len - c->rx_have;
+			if (take > avail)
+				take = avail;
+			memcpy(c->rx->data + c->rx_have, c->in + c->in_start, take);
+			c->rx_have += (uint32_t)take;
+			c->in_start += take;
+			if (c->rx_have < c->rx->len)
+				return true;
+			nbd_tx_payload_done(c);
+			continue;
+		}
+		if (c->state != CS_TRANSMISSION)
+			return true;
+		if (!tx_room(c)) {
+			c->stalled = true;
+			return true;
+		}
+		if (avail < NBD_REQUEST_SIZE)
+			return true;
+		const unsigned char *p = c->in + c->in_start;
+		if (nbd_get32(p) != NBD_REQUEST_MAGIC) {
+			nbd_conn_fail(c, "bad request magic 0x%08" PRIx32, nbd_get32(p));
+			return false;
+		}
+		uint16_t type = nbd_get16(p + 6);
+		if (type == NBD_CMD_DISC) {
+			c->in_start += NBD_REQUEST_SIZE;
+			nbd_conn_close(c, "client sent NBD_CMD_DISC");
+			return true;
+		}
+		struct nbd_req *r = req_get(c);
+		if (!r) {
+			nbd_conn_fail(c, "out of memory for a request");
+			return false;
+		}
+		r->flags = nbd_get16(p + 4);
+		r->type = type;
+		r->cookie = nbd_get64(p + 8);
+		r->offset = nbd_get64(p + 16);
+		r->len = nbd_get32(p + 24);
+		c->in_start += NBD_REQUEST_SIZE;
+		avail -= NBD_REQUEST_SIZE;
+
+		const char *msg = NULL;
+		uint32_t err = validate(c, r, &msg);
+		if (type == NBD_CMD_WRITE) {
+			if (err == 0 && r->len && !req_buf(c, r, r->len)) {
+				err = NBD_ENOMEM;
+				msg = "out of memory";
+			}
+			if (err) {
+				/* the payload follows whatever we think of the header */
+				c->discard = r->len;
+				reply_error(r, err, msg);
+				continue;
+			}
+			size_t take = avail < r->len ? avail : r->len;
+			if (take)
+				memcpy(r->data, c->in + c->in_start, take);
+			c->in_start += take;
+			if (take < r->len) {
+				c->rx = r;
+				c->rx_have = (uint32_t)take;
+				return true;
+			}
+			submit(r);
+			continue;
+		}
+		if (err) {
+			reply_error(r, err, msg);
+			continue;
+		}
+		submit(r);
+	}
+}
