@@ -81,6 +81,11 @@ int vdisk_nbd_server_listen_unix(struct vdisk_nbd_server *s, const char *path);
 int vdisk_nbd_server_listen_tcp(struct vdisk_nbd_server *s, const char *host, const char *port,
                                 bool allow_remote);
 
+/* Listen on a socket the caller already bound and set listening (systemd
+ * socket activation, inetd-style supervisors); the server takes ownership of
+ * fd.  Returns 0 or -1. */
+int vdisk_nbd_server_listen_fd(struct vdisk_nbd_server *s, int fd);
+
 /* The NBD URI of the first listener ("nbd+unix:///NAME?socket=PATH",
  * "nbd://HOST:PORT/NAME", nbds... with TLS), malloc'd; NULL if none. */
 char *vdisk_nbd_server_uri(struct vdisk_nbd_server *s);

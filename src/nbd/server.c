@@ -349,6 +349,38 @@ NBD_EXPORT int vdisk_nbd_server_listen_tcp(struct vdisk_nbd_server *srv, const c
 	return 0;
 }
 
+NBD_EXPORT int vdisk_nbd_server_listen_fd(struct vdisk_nbd_server *srv, int fd)
+{
+	struct nbd_server *s = (struct nbd_server *)srv;
+	struct sockaddr_storage sa;
+	socklen_t sl = sizeof sa;
+	int listening = 0;
+	socklen_t ll = sizeof listening;
+	if (getsockname(fd, (struct sockaddr *)&sa, &sl) < 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) < 0)
+		return vdisk_set_error_errno(errno, "listen fd %d", fd);
+	if (!listening)
+		return vdisk_set_error("listen fd %d: not a listening socket", fd);
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+		return vdisk_set_error_errno(errno, "listen fd %d", fd);
+	char uri[4200], ename[3 * NBD_MAX_STRING + 1], epath[1024];
+	uri_escape(ename, sizeof ename, s->export_name, false);
+	const char *scheme = s->tls_ctx ? "nbds" : "nbd";
+	if (sa.ss_family == AF_UNIX) {
+		const struct sockaddr_un *un = (const struct sockaddr_un *)&sa;
+		uri_escape(epath, sizeof epath, sl > offsetof(struct sockaddr_un, sun_path) ? un->sun_path : "",
+		           true);
+		snprintf(uri, sizeof uri, "%s+unix:///%s?socket=%s", scheme, ename, epath);
+	} else {
+		snprintf(uri, sizeof uri, "%s://localhost/%s", scheme, ename);
+	}
+	if (add_listener(s, fd, NULL, uri) < 0)
+		return -1;
+	s->listeners[s->nlisteners - 1].is_unix = sa.ss_family == AF_UNIX;
+	return 0;
+}
+
 NBD_EXPORT char *vdisk_nbd_server_uri(struct vdisk_nbd_server *srv)
 {
 	struct nbd_server *s = (struct nbd_server *)srv;

@@ -28,6 +28,8 @@ const struct vdisk_cmd vdisk_cmd_serve = {
 	    "  --tcp HOST:PORT         listen on TCP (default 127.0.0.1:10809; port 0 picks\n"
 	    "                          one); other hosts can connect only if HOST says so\n"
 	    "  --stdio                 serve one client on stdin/stdout, then exit\n"
+	    "                          (with none of these, a socket passed by systemd socket\n"
+	    "                          activation, LISTEN_FDS, is used if there is one)\n"
 	    "What:\n"
 	    "  --export-name NAME      the export's name (default: empty)\n"
 	    "  --description TEXT      shown by clients (NBD_INFO_DESCRIPTION)\n"
@@ -223,7 +225,16 @@ static int serve_main(int argc, char **argv)
 		return tool_error("serve", EXIT_FAIL, "%s", vdisk_errmsg());
 
 	int rc = 0;
-	if (unix_path) {
+	const char *lpid = getenv("LISTEN_PID"), *lfds = getenv("LISTEN_FDS");
+	bool activated = !unix_path && !tcp && !stdio && lpid && lfds &&
+	                 strtol(lpid, NULL, 10) == (long)getpid() && strtol(lfds, NULL, 10) >= 1;
+	if (activated) {
+		/* systemd socket activation: the listening socket is fd 3 */
+		unsetenv("LISTEN_PID");
+		unsetenv("LISTEN_FDS");
+		unsetenv("LISTEN_FDNAMES");
+		rc = vdisk_nbd_server_listen_fd(s, 3);
+	} else if (unix_path) {
 		rc = vdisk_nbd_server_listen_unix(s, unix_path);
 	} else if (!stdio) {
 		char *host = NULL, *port = NULL;
@@ -257,6 +268,8 @@ static int serve_main(int argc, char **argv)
 	}
 	if (stdio) {
 		rc = vdisk_nbd_server_serve_fds(s, STDIN_FILENO, STDOUT_FILENO);
+	} else if (activated) {
+		rc = vdisk_nbd_server_run(s);
 	} else {
 		char *uri = vdisk_nbd_server_uri(s);
 		printf("%s\n", uri ? uri : "");

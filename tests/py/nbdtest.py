@@ -58,6 +58,8 @@ class Server:
         self.sock = sock or os.path.join(self.tmp, "nbd.sock")
         self.errlog = open(os.path.join(self.tmp, "server.err"), "w+")
         cmd = [VDISK, "serve", spec, "--unix", self.sock, *args]
+        if os.environ.get("NBDTEST_VERBOSE"):
+            cmd.append("-vv")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.errlog, text=True)
         line = self.proc.stdout.readline().strip()
         if not line:
@@ -94,6 +96,8 @@ class Server:
             raise AssertionError(f"server did not stop within {timeout}s: {self.stderr()}")
         err = self.stderr()
         self.errlog.close()
+        if os.environ.get("NBDTEST_VERBOSE"):
+            sys.stderr.write(err)
         for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error:", "internal error"):
             assert bad not in err, f"server stderr has {bad!r}:\n{err}"
         assert rc == 0, f"server exited {rc}:\n{err}"
