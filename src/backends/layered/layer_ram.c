@@ -295,7 +295,13 @@ static bool ram_maybe_present(struct layer *l, uint64_t sector, uint64_t count)
 	if (atomic_load_explicit(&m->pages, memory_order_acquire) == 0)
 		return false;
 	pthread_rwlock_rdlock(&m->lock);
-	bool any = next_present(m, sector, sector + count) < sector + count;
+	/* the first page decides most calls without a walk of the tree */
+	slot_t *slot = leaf_slot(m, page_of(m, sector), false);
+	uintptr_t v = slot ? atomic_load_explicit(slot, memory_order_acquire) : 0;
+	uint64_t first = page_of(m, sector) << m->spp_shift;
+	bool any = (v >> (sector - first)) & MASK_BITS;
+	if (!any)
+		any = next_present(m, sector, sector + count) < sector + count;
 	pthread_rwlock_unlock(&m->lock);
 	return any;
 }
@@ -347,7 +353,15 @@ static vdisk_status ram_read(struct ram_layer *m, struct lio *io)
 	uint64_t pos = s;
 	while (pos < end) {
 		if (pos < za) {
-			/* below the watermark only present sectors count: skip to one */
+			/* below the watermark only present sectors count: skip to one,
+			 * unless this page has some (the common case: no tree walk) */
+			slot_t *slot = leaf_slot(m, page_of(m, pos), false);
+			uintptr_t v = slot ? atomic_load_explicit(slot, memory_order_acquire) : 0;
+			if ((v >> (pos - (page_of(m, pos) << m->spp_shift))) & MASK_BITS) {
+				read_page(m, io, &cur, &at, pos, end, za);
+				pos = (page_of(m, pos) + 1) << m->spp_shift;
+				continue;
+			}
 			uint64_t lim = end < za ? end : za;
 			uint64_t next = next_present(m, pos, lim);
 			if (next == lim) {
@@ -652,6 +666,7 @@ static int ram_open(struct layer *l, json_t *cfg, const struct layer_meta *below
 	lm->fua = true;
 	lm->read_only = false;
 	lm->can_no_overwrite = true;
+	lm->inline_io = true;
 	lm->unmap = VDISK_UNMAP_UNSPECIFIED; /* zeroes only where the layer below does */
 	lm->optimal_unmap_sectors = 1;
 	lm->shared_flush = true;

@@ -332,7 +332,7 @@ static void read_step(struct layered *ld, struct vdisk_req *r, struct lreq *c)
 			uint64_t lim = visible_lim(ld, c->layer, r->sector, c->n);
 			uint64_t a = bits_find(c->bits, 0, lim, false);
 			uint64_t e = a < lim ? bits_last_clear(c->bits, lim) : a;
-			if (a >= lim || (l->ops->maybe_present &&
+			if (a >= lim || (l->ops->maybe_present && !l->meta.inline_io &&
 			                 !l->ops->maybe_present(l, r->sector + a, e - a))) {
 				after_read_layer(ld, r, c, c->layer);
 				c->layer++;

@@ -106,6 +106,7 @@ struct layer_meta {
 	bool read_only;        /* logically read-only: no normal writes */
 	bool can_no_overwrite; /* supports LIO_WRITE_NO_OVERWRITE: may be a read cache */
 	bool fully_present;    /* every sector present (a disk): reads go straight to it */
+	bool inline_io;        /* always finishes inline: asking first costs more than doing */
 	uint8_t unmap;         /* enum vdisk_unmap_behavior */
 	uint32_t optimal_unmap_sectors;
 	bool shared_flush; /* VDISK_CAP_SHARED_FLUSH */
