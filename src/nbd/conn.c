@@ -227,8 +227,8 @@ bool nbd_conn_reap(struct nbd_conn *c)
 		close_fds(c);
 		c->state = CS_DEAD;
 	}
-	if (c->state != CS_DEAD || c->inflight)
-		return false;
+	if (c->state != CS_DEAD || c->inflight || c->dirty)
+		return false; /* the dirty list still points at it; flushing comes first */
 	close_fds(c);
 	if (c->prev)
 		c->prev->next = c->next;
