@@ -26,6 +26,7 @@
  * on the ciphertext: zeros below decrypt to noise, so the unmap behaviour is
  * narrowed to unspecified unless the disk below ignores unmap, and
  * write-zeroes is left to the core, which writes encrypted zeros. */
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -138,29 +139,36 @@ __attribute__((target("avx2,pclmul,vpclmulqdq"))) static void
 pass1_simd(const unsigned char *in, unsigned char *out, unsigned char *tw,
            const unsigned char t0[16], size_t len)
 {
-	__m128i c[8];
-	const __m128i red = _mm_set_epi32(1, 1, 1, 0x87);
-	c[0] = _mm_loadu_si128((const void *)t0);
-	for (int i = 1; i < 8; i++) {
-		/* one doubling: shift each dword, carry into the next, wrap with 0x87 */
-		__m128i x = c[i - 1];
-		__m128i carry = _mm_shuffle_epi32(_mm_srai_epi32(x, 31), 0x93);
-		c[i] = _mm_xor_si128(_mm_slli_epi32(x, 1), _mm_and_si128(carry, red));
-	}
-	__m256i y[4];
-	for (int i = 0; i < 4; i++)
-		y[i] = _mm256_set_m128i(c[2 * i + 1], c[2 * i]);
+	/* t0 * x^k for k = 0..7, each straight from t0 (no chain of doublings):
+	 * a 128-bit shift left by k, and the k bits shifted out times 0x87 */
+	const __m128i t = _mm_loadu_si128((const void *)t0);
+	const __m128i p128 = _mm_cvtsi32_si128(0x87);
+#define MUL_XK(k)                                                                                \
+	_mm_xor_si128(_mm_or_si128(_mm_slli_epi64(t, k), _mm_srli_epi64(_mm_slli_si128(t, 8), 64 - (k))), \
+	              _mm_clmulepi64_si128(_mm_srli_epi64(_mm_srli_si128(t, 8), 64 - (k)), p128, 0x00))
+	const __m128i c[8] = {t,        MUL_XK(1), MUL_XK(2), MUL_XK(3),
+	                      MUL_XK(4), MUL_XK(5), MUL_XK(6), MUL_XK(7)};
+#undef MUL_XK
+	/* four named registers, not an array: kept out of memory, so that the
+	 * four tweak chains do not wait on store forwarding */
+	__m256i y0 = _mm256_set_m128i(c[1], c[0]), y1 = _mm256_set_m128i(c[3], c[2]);
+	__m256i y2 = _mm256_set_m128i(c[5], c[4]), y3 = _mm256_set_m128i(c[7], c[6]);
 	const __m256i poly = _mm256_set_epi64x(0, 0x87, 0, 0x87);
+#define XTS_STEP(y, k)                                                                           \
+	do {                                                                                         \
+		__m256i x_ = _mm256_loadu_si256((const void *)(in + b + 32 * (k)));                      \
+		_mm256_storeu_si256((void *)(out + b + 32 * (k)), _mm256_xor_si256(x_, y));               \
+		_mm256_store_si256((void *)(tw + b + 32 * (k)), y);                                      \
+		y = _mm256_xor_si256(_mm256_slli_si256(y, 1),                                            \
+		                     _mm256_clmulepi64_epi128(_mm256_srli_si256(y, 15), poly, 0x00));    \
+	} while (0)
 	for (size_t b = 0; b < len; b += 128) {
-		for (int i = 0; i < 4; i++) {
-			__m256i x = _mm256_loadu_si256((const void *)(in + b + 32 * i));
-			_mm256_storeu_si256((void *)(out + b + 32 * i), _mm256_xor_si256(x, y[i]));
-			_mm256_store_si256((void *)(tw + b + 32 * i), y[i]);
-			__m256i top = _mm256_srli_si256(y[i], 15);
-			y[i] = _mm256_xor_si256(_mm256_slli_si256(y[i], 1),
-			                        _mm256_clmulepi64_epi128(top, poly, 0x00));
-		}
+		XTS_STEP(y0, 0);
+		XTS_STEP(y1, 1);
+		XTS_STEP(y2, 2);
+		XTS_STEP(y3, 3);
 	}
+#undef XTS_STEP
 }
 
 __attribute__((target("avx2"))) static void pass2_simd(unsigned char *out,
@@ -186,11 +194,9 @@ static int run_ecb(const struct crypt *c, struct crypt_q *cq, bool enc, uint64_t
 		size_t m = n < cq->per_group ? n : cq->per_group;
 		int outl;
 		for (size_t i = 0; i < m; i++) {
-			uint64_t s = sector + i;
 			/* little-endian, zero-extended: plain64 */
-			for (int k = 0; k < 8; k++)
-				cq->ivs[16 * i + (size_t)k] = (unsigned char)(s >> (8 * k));
-			memset(cq->ivs + 16 * i + 8, 0, 8);
+			uint64_t le[2] = {htole64(sector + i), 0};
+			memcpy(cq->ivs + 16 * i, le, 16);
 		}
 		if (!EVP_EncryptUpdate(cq->tweak, cq->ivs, &outl, cq->ivs, (int)(16 * m)))
 			return -1;
