@@ -370,7 +370,7 @@ static int setup(struct run *r, struct input *in)
 				break;
 			}
 		}
-	m->resizable = !m->read_only && (r->l[0].type == L_RAM || r->l[0].type == L_DISK_RAM);
+	m->resizable = !m->read_only && r->l[0].type != L_DISK_FILE;
 
 	if (r->flags & LM_VERBOSE) {
 		fprintf(stderr, "stack:");

@@ -182,13 +182,14 @@ static void test_wait_resize(void **state)
 	vdisk_queue_destroy(q);
 	vdisk_unref(d);
 
-	/* a sqlite layer on top cannot be resized, and says so */
-	d = tu_open(
-	    "{\"type\":\"layered\",\"layers\":[{\"type\":\"sqlite\",\"path\":\"@TMP@/wr.dbhd\","
-	    "\"create\":true,\"size\":\"64k\"}]}",
-	    0);
+	/* a file on top cannot be resized, and says so */
+	make_file("fixed.img", 8, SS, 3);
+	d = tu_open("{\"type\":\"layered\",\"layers\":[{\"type\":\"disk\",\"disk\":"
+	            "\"file:path=@TMP@/fixed.img\"}]}",
+	            0);
 	assert_int_equal(vdisk_resize(d, 256), -1);
 	assert_non_null(strstr(vdisk_errmsg(), "layers[0]"));
+	assert_int_equal(vdisk_sector_count(d), 8);
 	vdisk_unref(d);
 }
 
@@ -342,7 +343,9 @@ static void test_read_cache_never_stale(void **state)
 		vdisk_unref(d);
 		free(buf);
 		free(w);
-		unlink(tu_spec("@TMP@/stale.dbhd"));
+		char *db = tu_spec("@TMP@/stale.dbhd");
+		unlink(db);
+		free(db);
 	}
 }
 

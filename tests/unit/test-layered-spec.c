@@ -66,7 +66,9 @@ static void test_malformed(void **state)
 	          "\"sector-size\":4096}"),
 	        "layers[0] (sqlite): size: 5000 is not a non-zero multiple");
 	/* nothing was created by the refused creates */
-	assert_int_equal(access(tu_spec("@TMP@/x.dbhd"), F_OK), -1);
+	char *x = tu_spec("@TMP@/x.dbhd");
+	assert_int_equal(access(x, F_OK), -1);
+	free(x);
 	refused(L("{\"type\":\"sqlite-cache\",\"root\":\"@TMP@/c\",\"key\":\"k\"}"),
 	        "layers[0] (sqlite-cache): a cache needs a layer below it");
 	refused(L("{\"type\":\"sqlite-cache\",\"key\":\"k\"}," RAM),

@@ -361,6 +361,103 @@ static void test_openvmm_file(void **state)
 	free(path);
 }
 
+/* Resizing a sqlite top and discarding to its end: the watermark makes the
+ * regrown or discarded part read zeros (not the layer below) without a row
+ * per sector, and it survives a reopen. */
+static void test_resize_and_discard(void **state)
+{
+	(void)state;
+	char *base = tmp("rd.img"), *path = tmp("rd.dbhd");
+	unsigned char *b = tu_alloc(80 * SS), *pat = tu_alloc(64 * SS);
+	tu_pattern(pat, 64 * SS, 0, SS, 21);
+	int fd = open(base, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+	assert_int_equal(pwrite(fd, pat, 64 * SS, 0), 64 * SS);
+	close(fd);
+	char spec[1024];
+	snprintf(
+	    spec, sizeof spec,
+	    "{\"type\":\"layered\",\"layers\":[{\"type\":\"sqlite\",\"path\":\"%s\",\"create\":"
+	    "true},{\"type\":\"disk\",\"disk\":\"file:path=%s\"}]}",
+	    path, base);
+	struct vdisk *d = tu_open(spec, 0);
+	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
+	memset(b, 0x61, 4 * SS);
+	assert_int_equal(tu_write(q, 40, b, 4 * SS, 0).kind, VDISK_OK);
+	assert_int_equal(vdisk_resize(d, 32), 0);
+	assert_int_equal(tu_read(q, 32, b, SS).kind, VDISK_ERR_ILLEGAL_BLOCK);
+	assert_int_equal(vdisk_resize(d, 80), 0);
+	assert_int_equal(vdisk_sector_count(d), 80);
+	assert_int_equal(tu_read(q, 0, b, 64 * SS).kind, VDISK_OK);
+	assert_memory_equal(b, pat, 32 * SS);
+	for (int i = 32 * SS; i < 64 * SS; i++)
+		assert_int_equal(b[i], 0);
+	vdisk_queue_destroy(q);
+	vdisk_unref(d);
+
+	/* after a reopen: the same, from the metadata */
+	snprintf(spec, sizeof spec,
+	         "{\"type\":\"layered\",\"layers\":[{\"type\":\"sqlite\",\"path\":\"%s\"},"
+	         "{\"type\":\"disk\",\"disk\":\"file:path=%s\"}]}",
+	         path, base);
+	d = tu_open(spec, 0);
+	assert_int_equal(vdisk_sector_count(d), 80);
+	q = vdisk_queue_create(d, NULL);
+	assert_int_equal(tu_read(q, 0, b, 64 * SS).kind, VDISK_OK);
+	assert_memory_equal(b, pat, 32 * SS);
+	for (int i = 32 * SS; i < 64 * SS; i++)
+		assert_int_equal(b[i], 0);
+	sqlite3 *db = db_open(path);
+	assert_int_equal(db_int(db, "SELECT json_extract(metadata, '$.zero_after') FROM meta"), 32);
+	assert_int_equal(db_int(db, "SELECT count(*) FROM sectors"), 0);
+	sqlite3_close(db);
+
+	/* a discard in the middle: rows of zeros, as the reference stores them */
+	assert_int_equal(tu_unmap(q, 4, 4).kind, VDISK_OK);
+	/* a discard of the whole disk: the watermark, no row per sector */
+	memset(b, 0x62, 8 * SS);
+	assert_int_equal(tu_write(q, 10, b, 8 * SS, 0).kind, VDISK_OK);
+	assert_int_equal(tu_unmap(q, 2, 78).kind, VDISK_OK);
+	assert_int_equal(tu_read(q, 0, b, 80 * SS).kind, VDISK_OK);
+	assert_memory_equal(b, pat, 2 * SS);
+	for (int i = 2 * SS; i < 80 * SS; i++)
+		assert_int_equal(b[i], 0);
+	struct vdisk_extent e[4];
+	unsigned n = 0;
+	assert_int_equal(tu_extents(q, 0, 80, e, 4, &n).kind, VDISK_OK);
+	assert_int_equal(n, 2);
+	assert_int_equal(e[0].count, 2);
+	assert_int_equal(e[0].flags, 0);
+	assert_int_equal(e[1].flags, VDISK_EXTENT_HOLE | VDISK_EXTENT_ZERO);
+	assert_int_equal(db_int(db = db_open(path), "SELECT count(*) FROM sectors"), 0);
+	assert_int_equal(db_int(db, "SELECT json_extract(metadata, '$.zero_after') FROM meta"), 2);
+	sqlite3_close(db);
+	/* and writes after it read back */
+	memset(b, 0x63, SS);
+	assert_int_equal(tu_write(q, 70, b, SS, 0).kind, VDISK_OK);
+	memset(b, 0, SS);
+	assert_int_equal(tu_read(q, 70, b, SS).kind, VDISK_OK);
+	assert_int_equal(b[0], 0x63);
+	vdisk_queue_destroy(q);
+	vdisk_unref(d);
+	expect_integrity(path);
+
+	/* a cache is logically read-only: not resizable */
+	snprintf(
+	    spec, sizeof spec,
+	    "{\"type\":\"layered\",\"layers\":[{\"type\":\"sqlite\",\"path\":\"%s\",\"create\":"
+	    "true},{\"type\":\"sqlite-cache\",\"root\":\"%s.c\",\"key\":\"k\",\"read-cache\":true},"
+	    "{\"type\":\"disk\",\"disk\":\"file:path=%s\"}]}",
+	    path, path, base);
+	unlink(path);
+	d = tu_open(spec, 0);
+	assert_int_equal(vdisk_resize(d, 100), 0);
+	vdisk_unref(d);
+	free(b);
+	free(pat);
+	free(base);
+	free(path);
+}
+
 /* A test-only disk with an id, for the cache key. */
 static int idd_open(struct vdisk *d, json_t *cfg)
 {
@@ -523,6 +620,7 @@ int main(void)
 	    cmocka_unit_test(test_create_never_overwrites),
 	    cmocka_unit_test(test_corrupt_files),
 	    cmocka_unit_test(test_openvmm_file),
+	    cmocka_unit_test(test_resize_and_discard),
 	    cmocka_unit_test(test_cache),
 	    cmocka_unit_test(test_cache_creation_race),
 	};

@@ -42,14 +42,26 @@
 #define SQ_FORMAT_VERSION 1
 #define SQ_EXTENT_ROWS 65536 /* rows one extent query looks at */
 
+struct sq;
+
+/* A control-path call run on the worker, which owns the connection. */
+struct sq_ctl {
+	int (*fn)(struct sq *s, void *arg);
+	void *arg;
+	int rc;
+	bool done;
+};
+
 struct sq {
 	sqlite3 *db;
 	char *path;
-	uint64_t count;
+	uint64_t count; /* changed only by the worker */
+	_Atomic uint64_t count_pub;
+	uint64_t zero_after; /* absent sectors at or beyond it read as zeros */
 	uint32_t ss;
 	bool logically_ro;
 	bool open_ro;
-	sqlite3_stmt *s_read, *s_write, *s_noov, *s_delete, *s_extent;
+	sqlite3_stmt *s_read, *s_write, *s_noov, *s_delete, *s_extent, *s_meta;
 	unsigned char *sector_buf;
 
 	pthread_t thread;
@@ -59,7 +71,10 @@ struct sq {
 	struct lio *head, **tail;
 	bool stop;
 	bool sleeping;
-	bool dir_synced; /* the WAL's directory entry made durable */
+	struct sq_ctl *ctl; /* a control call waiting for the worker */
+	pthread_cond_t ctl_cond;
+	pthread_mutex_t ctl_lock; /* one control call at a time */
+	bool dir_synced;          /* the WAL's directory entry made durable */
 
 	_Atomic uint64_t n_jobs, n_batches, n_commits, n_syncs, n_errors;
 };
@@ -121,7 +136,63 @@ static vdisk_status sq_read(struct sq *s, struct lio *io)
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		res = db_error(rc);
 	sqlite3_reset(st);
+	/* beyond the watermark an absent sector is a present zero */
+	uint64_t end = io->sector + io->count;
+	if (vdisk_ok(res) && s->zero_after < end) {
+		uint64_t b0 =
+		    (s->zero_after > io->sector ? s->zero_after : io->sector) - io->bits_base;
+		uint64_t b1 = end - io->bits_base;
+		uint64_t x = b0;
+		while ((x = bits_find(io->bits, x, b1, false)) < b1) {
+			uint64_t y = bits_find(io->bits, x, b1, true);
+			vdisk_iov_memset(io->iov, io->iovcnt,
+			                 io->off +
+			                     (size_t)((x + io->bits_base - io->sector) * s->ss),
+			                 0, (size_t)((y - x) * s->ss));
+			bits_set_range(io->bits, x, y);
+			x = y;
+		}
+	}
 	return res;
+}
+
+/* The metadata row, with zero_after only when it is below the sector count
+ * (so a file never shrunk or unmapped to its end keeps the reference's
+ * exact format). */
+static int meta_text(char *buf, size_t len, bool ro, uint64_t count, uint32_t ss,
+                     uint64_t zero_after)
+{
+	char za[48] = "";
+	if (zero_after < count)
+		snprintf(za, sizeof za, ",\"zero_after\":%" PRIu64, zero_after);
+	return snprintf(buf, len,
+	                "{\"logically_read_only\":%s,\"sector_count\":%" PRIu64
+	                ",\"sector_size\":%" PRIu32 "%s}",
+	                ro ? "true" : "false", count, ss, za);
+}
+
+/* Store count and zero_after, in the worker's transaction. */
+static vdisk_status write_meta(struct sq *s, uint64_t count, uint64_t zero_after)
+{
+	char text[256];
+	meta_text(text, sizeof text, s->logically_ro, count, s->ss, zero_after);
+	sqlite3_bind_text(s->s_meta, 1, text, -1, SQLITE_TRANSIENT);
+	int rc = sqlite3_step(s->s_meta);
+	sqlite3_reset(s->s_meta);
+	if (rc != SQLITE_DONE)
+		return db_error(rc);
+	return vdisk_status_ok();
+}
+
+static vdisk_status delete_range(struct sq *s, uint64_t from, uint64_t to)
+{
+	/* a half-open range, so no count - 1 to underflow */
+	sqlite3_stmt *st = s->s_delete;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)from);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)to);
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? vdisk_status_ok() : db_error(rc);
 }
 
 static vdisk_status sq_write(struct sq *s, struct lio *io, bool no_overwrite)
@@ -161,20 +232,26 @@ static vdisk_status sq_unmap(struct sq *s, struct lio *io)
 		return vdisk_status_ok();
 	if (s->logically_ro)
 		return vdisk_status_make(VDISK_ERR_READ_ONLY, 0);
-	if (io->next_is_zero) {
-		/* nothing below shows through: absent is as good as zero.  A half-open
-		 * range, so no count - 1 to underflow */
-		sqlite3_stmt *st = s->s_delete;
-		sqlite3_bind_int64(st, 1, (sqlite3_int64)io->sector);
-		sqlite3_bind_int64(st, 2, (sqlite3_int64)(io->sector + io->count));
-		int rc = sqlite3_step(st);
-		sqlite3_reset(st);
-		return rc == SQLITE_DONE ? vdisk_status_ok() : db_error(rc);
+	uint64_t end = io->sector + io->count;
+	/* nothing below shows through: absent is as good as zero */
+	if (io->next_is_zero)
+		return delete_range(s, io->sector, end);
+	/* A range that reaches the watermark lowers it: the sectors read as
+	 * zeros without a row each, so discarding a whole disk costs a delete
+	 * of what was written, not a row per sector (the reference's way). */
+	if (end >= s->zero_after) {
+		if (io->sector < s->zero_after) {
+			vdisk_status st = write_meta(s, s->count, io->sector);
+			if (!vdisk_ok(st))
+				return st;
+			s->zero_after = io->sector;
+		}
+		return delete_range(s, io->sector, end);
 	}
 	/* the layer advertises zeroes: every sector, partial blocks included,
 	 * becomes a present zero that hides what is below */
 	sqlite3_stmt *st = s->s_write;
-	for (uint64_t x = io->sector; x < io->sector + io->count; x++) {
+	for (uint64_t x = io->sector; x < end; x++) {
 		sqlite3_bind_int64(st, 1, (sqlite3_int64)x);
 		sqlite3_bind_null(st, 2);
 		int rc = sqlite3_step(st);
@@ -197,19 +274,26 @@ static vdisk_status sq_extent(struct sq *s, struct lio *io)
 	io->ext_len = io->count;
 	vdisk_status res = vdisk_status_ok();
 	int rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		uint64_t x = (uint64_t)sqlite3_column_int64(st, 0);
-		if (x > io->sector) {
-			io->ext_len = x - io->sector;
+	uint64_t next_row = io->sector + io->count;
+	if (rc == SQLITE_ROW)
+		next_row = (uint64_t)sqlite3_column_int64(st, 0);
+	if (next_row > io->sector) {
+		/* absent up to the next row; beyond the watermark that reads zero */
+		if (io->sector >= s->zero_after) {
+			io->ext_kind = LEXT_HOLE;
+			io->ext_len = next_row - io->sector;
 		} else {
-			bool zero = sqlite3_column_int(st, 1);
-			io->ext_kind = zero ? LEXT_ZERO : LEXT_DATA;
-			io->ext_len = 1;
-			while ((rc = sqlite3_step(st)) == SQLITE_ROW &&
-			       (uint64_t)sqlite3_column_int64(st, 0) == io->sector + io->ext_len &&
-			       (bool)sqlite3_column_int(st, 1) == zero)
-				io->ext_len++;
+			uint64_t lim = next_row < s->zero_after ? next_row : s->zero_after;
+			io->ext_len = lim - io->sector;
 		}
+	} else if (rc == SQLITE_ROW) {
+		bool zero = sqlite3_column_int(st, 1);
+		io->ext_kind = zero ? LEXT_ZERO : LEXT_DATA;
+		io->ext_len = 1;
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW &&
+		       (uint64_t)sqlite3_column_int64(st, 0) == io->sector + io->ext_len &&
+		       (bool)sqlite3_column_int(st, 1) == zero)
+			io->ext_len++;
 	}
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		res = db_error(rc);
@@ -332,10 +416,21 @@ static void *sq_worker(void *arg)
 	struct sq *s = arg;
 	pthread_mutex_lock(&s->lock);
 	for (;;) {
-		while (!s->head && !s->stop) {
+		while (!s->head && !s->ctl && !s->stop) {
 			s->sleeping = true;
 			pthread_cond_wait(&s->cond, &s->lock);
 			s->sleeping = false;
+		}
+		if (s->ctl) {
+			/* between batches: no operation sees half a resize */
+			struct sq_ctl *c = s->ctl;
+			pthread_mutex_unlock(&s->lock);
+			c->rc = c->fn(s, c->arg);
+			pthread_mutex_lock(&s->lock);
+			s->ctl = NULL;
+			c->done = true;
+			pthread_cond_broadcast(&s->ctl_cond);
+			continue;
 		}
 		if (!s->head)
 			break;
@@ -348,6 +443,21 @@ static void *sq_worker(void *arg)
 	}
 	pthread_mutex_unlock(&s->lock);
 	return NULL;
+}
+
+/* Run fn on the worker and wait for it (control path, any thread). */
+static int sq_call(struct sq *s, int (*fn)(struct sq *s, void *arg), void *arg)
+{
+	struct sq_ctl c = {.fn = fn, .arg = arg};
+	pthread_mutex_lock(&s->ctl_lock);
+	pthread_mutex_lock(&s->lock);
+	s->ctl = &c;
+	pthread_cond_signal(&s->cond);
+	while (!c.done)
+		pthread_cond_wait(&s->ctl_cond, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(&s->ctl_lock);
+	return c.rc;
 }
 
 static int sq_submit(struct lio *io)
@@ -384,10 +494,13 @@ static void sq_free(struct sq *s)
 	sqlite3_finalize(s->s_noov);
 	sqlite3_finalize(s->s_delete);
 	sqlite3_finalize(s->s_extent);
+	sqlite3_finalize(s->s_meta);
 	if (s->db)
 		sqlite3_close(s->db);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);
+	pthread_mutex_destroy(&s->ctl_lock);
+	pthread_cond_destroy(&s->ctl_cond);
 	free(s->sector_buf);
 	free(s->path);
 	free(s);
@@ -452,7 +565,8 @@ static int sq_create(const char *path, uint64_t count, uint32_t ss, bool logical
 		                db ? sqlite3_errmsg(db) : sqlite3_errstr(r));
 		goto out;
 	}
-	char sql[512];
+	char sql[768], meta[256];
+	meta_text(meta, sizeof meta, logically_ro, count, ss, count);
 	snprintf(sql, sizeof sql,
 	         "PRAGMA application_id = %d;"
 	         "PRAGMA user_version = %d;"
@@ -460,11 +574,9 @@ static int sq_create(const char *path, uint64_t count, uint32_t ss, bool logical
 	         "BEGIN;"
 	         "CREATE TABLE sectors (sector INTEGER NOT NULL, data BLOB, PRIMARY KEY (sector));"
 	         "CREATE TABLE meta (metadata TEXT NOT NULL);"
-	         "INSERT INTO meta (metadata) VALUES "
-	         "('{\"logically_read_only\":%s,\"sector_count\":%" PRIu64
-	         ",\"sector_size\":%" PRIu32 "}');"
+	         "INSERT INTO meta (metadata) VALUES ('%s');"
 	         "COMMIT;",
-	         SQ_APP_ID, SQ_FORMAT_VERSION, logically_ro ? "true" : "false", count, ss);
+	         SQ_APP_ID, SQ_FORMAT_VERSION, meta);
 	if (exec_or_error(db, sql, "formatting", path) < 0)
 		goto out;
 	/* closing the last connection checkpoints the WAL into the file */
@@ -523,12 +635,16 @@ static int read_meta(struct sq *s)
 	json_t *ro = json_object_get(m, "logically_read_only");
 	json_t *cnt = json_object_get(m, "sector_count");
 	json_t *ssz = json_object_get(m, "sector_size");
-	int ok = json_is_boolean(ro) && json_is_integer(cnt) && json_is_integer(ssz);
+	json_t *zav = json_object_get(m, "zero_after"); /* vdisk's, optional */
+	int ok = json_is_boolean(ro) && json_is_integer(cnt) && json_is_integer(ssz) &&
+	         (!zav || json_is_integer(zav));
 	json_int_t c = ok ? json_integer_value(cnt) : 0, z = ok ? json_integer_value(ssz) : 0;
+	json_int_t za = zav && ok ? json_integer_value(zav) : c;
 	if (ok) {
 		s->logically_ro = json_is_true(ro);
 		s->count = (uint64_t)c;
 		s->ss = (uint32_t)z;
+		s->zero_after = (uint64_t)za;
 	}
 	json_decref(m);
 	if (more)
@@ -544,6 +660,11 @@ static int read_meta(struct sq *s)
 	if (c <= 0 || (uint64_t)c > (uint64_t)INT64_MAX / (uint64_t)z)
 		return vdisk_set_error("'%s': sector count %" JSON_INTEGER_FORMAT " is not valid",
 		                       s->path, c);
+	if (za < 0 || za > c)
+		return vdisk_set_error("'%s': zero_after %" JSON_INTEGER_FORMAT
+		                       " is not within the %" JSON_INTEGER_FORMAT " sectors",
+		                       s->path, za, c);
+	atomic_store(&s->count_pub, s->count);
 	return 0;
 }
 
@@ -580,6 +701,8 @@ static struct sq *sq_open_file(const char *path, bool read_only)
 	}
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
+	pthread_mutex_init(&s->ctl_lock, NULL);
+	pthread_cond_init(&s->ctl_cond, NULL);
 	s->tail = &s->head;
 	s->open_ro = read_only;
 	s->path = strdup(path);
@@ -641,6 +764,7 @@ static struct sq *sq_open_file(const char *path, bool read_only)
 	            &s->s_write) < 0 ||
 	    prepare(s, "INSERT OR IGNORE INTO sectors (sector, data) VALUES (?1, ?2)", &s->s_noov) <
 	        0 ||
+	    prepare(s, "UPDATE meta SET metadata = ?1", &s->s_meta) < 0 ||
 	    prepare(s, "DELETE FROM sectors WHERE sector >= ?1 AND sector < ?2", &s->s_delete) <
 	        0 ||
 	    prepare(s,
@@ -810,6 +934,57 @@ static int sq_cache_open(struct layer *l, json_t *cfg, const struct layer_meta *
 	return 0;
 }
 
+struct resize_arg {
+	uint64_t count;
+	char err[256]; /* the worker's message, for the caller's thread */
+};
+
+/* On the worker: a shrink drops what is cut off and lowers the watermark, so
+ * a later growth reads zeros rather than what lies below. */
+static int sq_resize_worker(struct sq *s, void *arg)
+{
+	uint64_t count = ((struct resize_arg *)arg)->count;
+	uint64_t za = s->zero_after < count ? s->zero_after : count;
+	vdisk_status st = vdisk_status_ok();
+	if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+		goto fail;
+	st = write_meta(s, count, za);
+	if (vdisk_ok(st) && count < s->count)
+		st = delete_range(s, count, s->count);
+	if (!vdisk_ok(st) || sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		goto fail;
+	}
+	s->count = count;
+	s->zero_after = za;
+	atomic_store(&s->count_pub, count);
+	return 0;
+fail:
+	snprintf(((struct resize_arg *)arg)->err, sizeof((struct resize_arg *)arg)->err, "%s",
+	         sqlite3_errmsg(s->db));
+	return -1;
+}
+
+static int sq_resize(struct layer *l, uint64_t count)
+{
+	struct sq *s = l->priv;
+	if (s->open_ro || s->logically_ro)
+		return layered_layer_error(l, "resize: the layer is read-only");
+	if (count == 0 || count > (uint64_t)INT64_MAX / s->ss)
+		return layered_layer_error(l, "resize: %" PRIu64 " sectors is not a valid size",
+		                           count);
+	struct resize_arg a = {.count = count};
+	if (sq_call(s, sq_resize_worker, &a) < 0)
+		return layered_layer_error(l, "resize: '%s': %s", s->path, a.err);
+	return 0;
+}
+
+static uint64_t sq_sector_count(struct layer *l)
+{
+	struct sq *s = l->priv;
+	return atomic_load_explicit(&s->count_pub, memory_order_acquire);
+}
+
 static void sq_close(struct layer *l)
 {
 	sq_free(l->priv);
@@ -832,6 +1007,8 @@ const struct layer_ops layered_sqlite_ops = {
     .open = sq_layer_open,
     .close = sq_close,
     .submit = sq_submit,
+    .resize = sq_resize,
+    .sector_count = sq_sector_count,
     .inspect = sq_inspect,
 };
 
@@ -840,5 +1017,6 @@ const struct layer_ops layered_sqlite_cache_ops = {
     .open = sq_cache_open,
     .close = sq_close,
     .submit = sq_submit,
+    .sector_count = sq_sector_count,
     .inspect = sq_inspect,
 };
