@@ -525,10 +525,8 @@ void nbd_conn_on_input(struct nbd_conn *c)
 		size_t asked = 0;
 		ssize_t n = c->ssl ? nbd_tls_read(c, c->in + c->in_end, NBD_IN_SIZE - c->in_end)
 		                   : plain_read(c, &asked);
-		if (n > 0 && c->ssl) {
-			c->in_end += (size_t)n;
-			asked = SIZE_MAX;
-		}
+		if (n > 0 && c->ssl)
+			c->in_end += (size_t)n; /* asked stays 0: SSL may hold more records */
 		if (n == -EAGAIN)
 			break;
 		if (n < 0) {
@@ -549,6 +547,11 @@ void nbd_conn_on_input(struct nbd_conn *c)
 			goto out;
 		if ((size_t)n < asked)
 			break; /* the socket is drained; epoll says when there is more */
+		if (round == READ_ROUNDS - 1 && c->ssl) {
+			/* records already inside SSL raise no epoll event: come back */
+			c->resume_input = true;
+			nbd_conn_mark_dirty(c);
+		}
 	}
 out:
 	nbd_conn_update_poll(c);
