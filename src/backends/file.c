@@ -254,6 +254,19 @@ static void sqe_file(struct io_uring_sqe *sqe, struct vdisk_req *r)
 	}
 }
 
+/* An SQE for r on the queue's ring, its completion routed to file_uring_cb
+ * with `kind`; prep it, then point it at the file with sqe_file(). */
+static struct io_uring_sqe *file_sqe(struct vdisk_req *r, uint8_t kind)
+{
+	struct file_ctx *c = ctx_of(r);
+	struct io_uring_sqe *sqe = vdisk_uring_sqe(r->q, &c->op);
+	if (sqe) {
+		c->kind = kind;
+		c->op.cb = file_uring_cb;
+	}
+	return sqe;
+}
+
 static void finish(struct vdisk_req *r, vdisk_status st)
 {
 	struct file_ctx *c = ctx_of(r);
@@ -290,7 +303,7 @@ static int submit_rw(struct vdisk_req *r)
 			cnt = SLICE_MAX;
 		iov = c->slice;
 	}
-	struct io_uring_sqe *sqe = vdisk_uring_sqe(r->q, &c->op);
+	struct io_uring_sqe *sqe = file_sqe(r, K_RW);
 	if (!sqe)
 		return -EAGAIN;
 	uint64_t off = (r->sector << f->shift) + c->done;
@@ -300,8 +313,6 @@ static int submit_rw(struct vdisk_req *r)
 		io_uring_prep_writev2(sqe, f->fd, iov, (unsigned)cnt, off,
 		                      (r->flags & VDISK_IO_FUA) ? RWF_DSYNC : 0);
 	sqe_file(sqe, r);
-	c->kind = K_RW;
-	c->op.cb = file_uring_cb;
 	return 0;
 }
 
@@ -484,31 +495,26 @@ static int file_write(struct vdisk_req *r)
 static int file_flush(struct vdisk_req *r)
 {
 	struct file *f = vdisk_priv(r->disk);
-	struct file_ctx *c = ctx_of(r);
-	c->bounce = NULL;
-	struct io_uring_sqe *sqe = vdisk_uring_sqe(r->q, &c->op);
+	ctx_of(r)->bounce = NULL;
+	struct io_uring_sqe *sqe = file_sqe(r, K_FSYNC);
 	if (!sqe)
 		return -EAGAIN;
 	io_uring_prep_fsync(sqe, f->fd, IORING_FSYNC_DATASYNC);
 	sqe_file(sqe, r);
-	c->kind = K_FSYNC;
-	c->op.cb = file_uring_cb;
 	return 0;
 }
 
 static int submit_falloc(struct vdisk_req *r, int mode)
 {
 	struct file *f = vdisk_priv(r->disk);
-	struct file_ctx *c = ctx_of(r);
-	c->bounce = NULL;
-	struct io_uring_sqe *sqe = vdisk_uring_sqe(r->q, &c->op);
+	ctx_of(r)->bounce = NULL;
+	struct io_uring_sqe *sqe =
+	    file_sqe(r, (r->flags & VDISK_IO_FUA) ? K_FALLOC_SYNC : K_FALLOC);
 	if (!sqe)
 		return -EAGAIN;
 	io_uring_prep_fallocate(sqe, f->fd, mode | FALLOC_FL_KEEP_SIZE,
 	                        (off_t)(r->sector << f->shift), (off_t)(r->count << f->shift));
 	sqe_file(sqe, r);
-	c->kind = (r->flags & VDISK_IO_FUA) ? K_FALLOC_SYNC : K_FALLOC;
-	c->op.cb = file_uring_cb;
 	return 0;
 }
 
