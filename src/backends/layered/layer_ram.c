@@ -341,6 +341,13 @@ static vdisk_status ram_read(struct ram_layer *m, struct lio *io)
 {
 	uint64_t s = io->sector, end = s + io->count;
 	vdisk_status st = vdisk_status_ok();
+	/* an empty layer (the usual RAM diff over a disk, before writes): nothing
+	 * to take the lock for; the checks race with a resize or a write only as
+	 * a read issued just before them would */
+	if (atomic_load_explicit(&m->pages, memory_order_acquire) == 0 &&
+	    end <= atomic_load_explicit(&m->zero_after, memory_order_acquire))
+		return end <= atomic_load_explicit(&m->count_pub, memory_order_acquire) ? st
+		                                                                        : illegal();
 	pthread_rwlock_rdlock(&m->lock);
 	if (end > m->count) {
 		st = illegal();

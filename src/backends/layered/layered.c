@@ -434,41 +434,6 @@ static void direct_done(struct vdisk_req *child, vdisk_status st)
 	vdisk_req_complete(child->opaque, st);
 }
 
-/* The layer every sector comes from when no layer above holds any of the
- * range: a fully present layer (a disk) with no read cache above it. */
-static int read_fast(struct layered *ld, struct vdisk_req *r)
-{
-	for (unsigned i = 0; i < ld->n; i++) {
-		struct layer *l = &ld->layers[i];
-		if (l->read_cache)
-			return 0;
-		if (i > 0 && r->sector + r->count > l->visible)
-			return 0;
-		if (l->meta.fully_present) {
-			/* the layer above may have shrunk since the core's check */
-			if (r->sector + r->count > layer_sector_count(&ld->layers[0]))
-				return 0;
-			struct vdisk *inner = l->priv;
-			struct vdisk_req *c = vdisk_req_alloc(r, inner);
-			if (!c)
-				return -ENOMEM;
-			vdisk_req_prep_rw(c, VDISK_OP_READ, r->sector, r->iov, r->iovcnt, 0);
-			c->done = direct_done;
-			c->opaque = r;
-			vdisk_req_submit(c);
-			return 1;
-		}
-		if (!l->ops->maybe_present || l->ops->maybe_present(l, r->sector, r->count))
-			return 0;
-	}
-	/* nothing anywhere: zeros, after the range check of layer 0 */
-	if (r->sector + r->count > layer_sector_count(&ld->layers[0]))
-		return 0;
-	vdisk_iov_memset(r->iov, r->iovcnt, 0, 0, r->len);
-	vdisk_req_complete(r, vdisk_status_ok());
-	return 1;
-}
-
 static int layered_read(struct vdisk_req *r)
 {
 	struct layered *ld = vdisk_priv(r->disk);
@@ -478,17 +443,9 @@ static int layered_read(struct vdisk_req *r)
 		vdisk_req_complete(r, vdisk_status_ok());
 		return 0;
 	}
-	int rc = read_fast(ld, r);
-	if (rc < 0)
-		return rc;
-	if (rc > 0)
-		return 0;
-
 	c->n = r->count;
-	c->layer = 0;
 	c->missed = 0;
 	c->bounce_active = false;
-	c->phase = P_READ_LAYER;
 	size_t words = bits_words(c->n);
 	if (ld->ncache) {
 		/* bounce buffer, marker, its snapshot and one per cache, taken now so
@@ -516,6 +473,50 @@ static int layered_read(struct vdisk_req *r)
 		c->bits = c->inline_bits;
 	}
 	memset(c->bits, 0, words * 8);
+
+	/* The common shapes without the state machine: in-memory layers on top
+	 * are read at once into the caller's buffers (an empty RAM layer answers
+	 * without a lock); if they supplied everything the read is done, and if
+	 * they supplied nothing and a disk comes next, the read goes to it
+	 * whole, with the caller's buffers. */
+	unsigned k = 0;
+	bool some = false;
+	uint64_t end = r->sector + r->count;
+	for (; k < ld->n; k++) {
+		struct layer *l = &ld->layers[k];
+		if (!l->meta.inline_io || l->read_cache || (k > 0 && end > l->visible))
+			break;
+		prep_io(c, r, LIO_READ, r->sector, r->count);
+		c->io.bits = c->bits;
+		c->io.bits_base = r->sector;
+		issue(c, l, io_done);
+		if (!vdisk_ok(c->io.st)) {
+			finish(r, c->io.st);
+			return 0;
+		}
+		uint64_t clear = bits_find(c->bits, 0, c->n, false);
+		if (clear == c->n) {
+			finish(r, vdisk_status_ok());
+			return 0;
+		}
+		some = some || clear > 0 || bits_find(c->bits, clear, c->n, true) < c->n;
+	}
+	if (!some && k < ld->n && ld->layers[k].meta.fully_present &&
+	    (k == 0 || end <= ld->layers[k].visible)) {
+		struct vdisk_req *child = vdisk_req_alloc(r, ld->layers[k].priv);
+		if (!child) {
+			finish(r, vdisk_status_io(ENOMEM));
+			return 0;
+		}
+		release_mem(r, c);
+		vdisk_req_prep_rw(child, VDISK_OP_READ, r->sector, r->iov, r->iovcnt, 0);
+		child->done = direct_done;
+		child->opaque = r;
+		vdisk_req_submit(child);
+		return 0;
+	}
+	c->layer = k;
+	c->phase = P_READ_LAYER;
 	read_step(ld, r, c);
 	return 0;
 }
