@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# vdisk serve against nbdkit (file plugin) and qemu-nbd, all serving the same
+# 1 GiB file from the page cache on Unix sockets, in the same run:
+#   - fio's nbd engine, 4 KiB random read and random write, iodepth 32,
+#     1 connection and 2 connections (numjobs=2, one connection each);
+#   - nbdcopy of the whole export to null:;
+#   - the client's own ceiling: nbdkit's null plugin and vdisk serve null:,
+#     which serve no data at all, so what they reach is what fio's nbd engine
+#     (libnbd) can drive on this machine.
+# Every configuration runs REPS times, the servers interleaved within each
+# repetition so drift hits them alike; medians, min-max and ratios are
+# printed as Markdown.  A benchmark, never a test: nothing here fails on a
+# figure.
+#
+#   bench/nbd.sh [BUILD_DIR]     env: REPS (3) RUNTIME (8 s) RAMP (2 s) SIZE (1G)
+#                                     QUICK=1 (randread 1 connection only)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+VDISK=$PWD/$build/vdisk
+REPS=${REPS:-3}
+RUNTIME=${RUNTIME:-8}
+RAMP=${RAMP:-2}
+SIZE=${SIZE:-1G}
+for c in fio nbdkit qemu-nbd nbdcopy "$VDISK"; do
+	command -v "$c" >/dev/null || { echo "bench/nbd.sh: needs $c" >&2; exit 1; }
+done
+fio --enghelp=nbd >/dev/null 2>&1 || { echo "bench/nbd.sh: fio has no nbd engine" >&2; exit 1; }
+
+tmp=$(mktemp -d /tmp/vdisk-bench-nbd.XXXXXX)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+img=$tmp/disk.img
+head -c "$SIZE" /dev/urandom >"$img"
+cat "$img" >/dev/null # into the page cache
+nproc=$(nproc)
+
+# name -> socket; each server is started once and serves every repetition
+declare -A SOCK
+start() {
+	local name=$1
+	shift
+	local sock=$tmp/$name.sock
+	"$@" >"$tmp/$name.log" 2>&1 &
+	pids+=($!)
+	for ((i = 0; i < 200; i++)); do
+		[[ -S $sock ]] && break
+		sleep 0.05
+	done
+	[[ -S $sock ]] || { echo "bench/nbd.sh: $name did not start: $(cat "$tmp/$name.log")" >&2; exit 1; }
+	SOCK[$name]=$sock
+}
+start vdisk "$VDISK" serve "file:path=$img" --unix "$tmp/vdisk.sock"
+start nbdkit nbdkit -f -U "$tmp/nbdkit.sock" file "$img"
+start qemu-nbd qemu-nbd -f raw -k "$tmp/qemu-nbd.sock" -t -e 8 --cache=writeback \
+	--aio=io_uring "$img"
+start vdisk-null "$VDISK" serve null:size=$SIZE --unix "$tmp/vdisk-null.sock"
+start nbdkit-null nbdkit -f -U "$tmp/nbdkit-null.sock" null size=$SIZE
+
+servers=(vdisk nbdkit qemu-nbd vdisk-null nbdkit-null)
+declare -A R # "test|server" -> space-separated results
+
+fio_iops() { # server rw jobs
+	local out
+	sync
+	out=$(fio --name=b --ioengine=nbd --uri="nbd+unix:///?socket=${SOCK[$1]}" --rw="$2" \
+		--bs=4k --iodepth=32 --numjobs="$3" --group_reporting --time_based \
+		--runtime="$RUNTIME" --ramp_time="$RAMP" --iomem_align=4096 --size="$SIZE" \
+		--output-format=json 2>/dev/null)
+	sed -n '/^{/,$p' <<<"$out" |
+		/usr/bin/python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print(round(j["read"]["iops"]+j["write"]["iops"]))'
+}
+
+copy_secs() { # server
+	local t0 t1
+	t0=$(date +%s.%N)
+	nbdcopy "nbd+unix:///?socket=${SOCK[$1]}" null: >/dev/null
+	t1=$(date +%s.%N)
+	/usr/bin/python3 -c "print(f'{$t1 - $t0:.3f}')"
+}
+
+tests=(randread-1 randwrite-1 randread-2 randwrite-2 nbdcopy)
+[[ ${QUICK:-0} == 1 ]] && tests=(randread-1)
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg); $nproc CPUs; fio $(fio --version); nbdkit $(nbdkit --version | cut -d' ' -f2); $(qemu-nbd --version | head -1)" >&2
+for ((rep = 1; rep <= REPS; rep++)); do
+	for t in "${tests[@]}"; do
+		for s in "${servers[@]}"; do
+			if [[ $t == nbdcopy ]]; then
+				[[ $s == *null ]] && continue
+				v=$(copy_secs "$s")
+			else
+				[[ $s == *null && $t == randwrite* ]] && continue
+				v=$(fio_iops "$s" "${t%-*}" "${t#*-}")
+			fi
+			R[$t|$s]+="$v "
+			echo "rep $rep $t $s $v" >&2
+		done
+	done
+done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+
+/usr/bin/python3 - "$REPS" "${tests[*]}" "${servers[*]}" <<PY
+import statistics, sys
+R = {}
+$(for k in "${!R[@]}"; do echo "R['$k'] = [float(x) for x in '${R[$k]}'.split()]"; done)
+tests = sys.argv[2].split(); servers = sys.argv[3].split()
+def med(k): return statistics.median(R[k])
+def fmt(t, v): return f"{v:.3f} s" if t == "nbdcopy" else f"{v/1000:.1f}K"
+print(f"| test | " + " | ".join(servers) + " | vdisk / nbdkit | vdisk / qemu-nbd | vdisk / nbdkit null |")
+print("| --- " * (len(servers) + 4) + "|")
+for t in tests:
+    row = []
+    for s in servers:
+        k = f"{t}|{s}"
+        if k in R:
+            lo, hi = min(R[k]), max(R[k])
+            row.append(f"{fmt(t, med(k))} ({fmt(t, lo)}–{fmt(t, hi)})")
+        else:
+            row.append("–")
+    def ratio(a, b):
+        ka, kb = f"{t}|{a}", f"{t}|{b}"
+        if ka not in R or kb not in R: return "–"
+        r = med(kb) / med(ka) if t == "nbdcopy" else med(ka) / med(kb)
+        return f"{r:.2f}×"
+    print(f"| {t} | " + " | ".join(row) + f" | {ratio('vdisk','nbdkit')} | {ratio('vdisk','qemu-nbd')} | {ratio('vdisk','nbdkit-null')} |")
+print()
+print("IOPS for fio rows (median of %s, min–max); seconds for nbdcopy (lower is better, ratios inverted so >1 means vdisk is faster)." % sys.argv[1])
+PY
