@@ -431,10 +431,15 @@ static vdisk_status ram_write(struct ram_layer *m, struct lio *io)
 		unsigned bits = 0;
 		for (uint64_t x = s; x < stop; x++)
 			bits |= 1u << (x - first);
-		uintptr_t old = atomic_fetch_or_explicit(slot, bits, memory_order_release);
-		atomic_fetch_add_explicit(&m->present,
-		                          (uint64_t)__builtin_popcount(bits & ~(unsigned)old),
-		                          memory_order_relaxed);
+		/* An overwrite of present sectors publishes nothing new: no locked
+		 * instruction, which would wait here for the copy's stores to drain
+		 * (it cost a quarter of a 4 KiB write). */
+		if ((v & bits) != bits) {
+			uintptr_t old = atomic_fetch_or_explicit(slot, bits, memory_order_release);
+			atomic_fetch_add_explicit(&m->present,
+			                          (uint64_t)__builtin_popcount(bits & ~(unsigned)old),
+			                          memory_order_relaxed);
+		}
 		s = stop;
 	}
 out:
