@@ -50,13 +50,16 @@ const struct vdisk_cmd vdisk_cmd_serve = {
 	.main = serve_main,
 };
 
-static struct vdisk_nbd_server *g_server;
+/* Cleared before the server is freed: the handler stays installed to the end,
+ * so a second SIGTERM during the clean stop cannot kill the process. */
+static struct vdisk_nbd_server *volatile g_server;
 
 static void on_signal(int sig)
 {
 	(void)sig;
-	if (g_server)
-		vdisk_nbd_server_stop(g_server);
+	struct vdisk_nbd_server *s = g_server;
+	if (s)
+		vdisk_nbd_server_stop(s);
 }
 
 static int parse_uint(const char *s, unsigned long max, unsigned long *out)
@@ -278,8 +281,6 @@ static int serve_main(int argc, char **argv)
 		rc = vdisk_nbd_server_run(s);
 	}
 	int status = rc < 0 ? tool_error("serve", EXIT_FAIL, "%s", vdisk_errmsg()) : EXIT_OK;
-	signal(SIGINT, SIG_DFL);
-	signal(SIGTERM, SIG_DFL);
 	g_server = NULL;
 	vdisk_nbd_server_free(s);
 	if (pid_file)
