@@ -43,11 +43,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	if (!d)
 		abort();
 	struct vdisk_nbd_config cfg = {
-		.struct_size = sizeof cfg,
-		.threads = 1,
-		.tls = VDISK_NBD_TLS_ON,
-		.tls_psk_file = psk,
-		.log = quiet,
+	    .struct_size = sizeof cfg,
+	    .threads = 1,
+	    .tls = VDISK_NBD_TLS_ON,
+	    .tls_psk_file = psk,
+	    .log = quiet,
 	};
 	server = vdisk_nbd_server_new(d, &cfg);
 	unlink(psk);

@@ -45,11 +45,11 @@ enum {
 };
 
 struct vdisk_nbd_config {
-	size_t struct_size;      /* sizeof(struct vdisk_nbd_config) */
-	const char *export_name; /* NULL or "": the default export */
-	const char *description; /* NBD_INFO_DESCRIPTION; NULL: none */
-	bool read_only;          /* export read-only even if the disk is writable */
-	unsigned threads;        /* worker threads; 0: one per online CPU */
+	size_t struct_size;       /* sizeof(struct vdisk_nbd_config) */
+	const char *export_name;  /* NULL or "": the default export */
+	const char *description;  /* NBD_INFO_DESCRIPTION; NULL: none */
+	bool read_only;           /* export read-only even if the disk is writable */
+	unsigned threads;         /* worker threads; 0: one per online CPU */
 	unsigned max_connections; /* connections at once, negotiating or not; 0: 100 */
 	int handshake_timeout_ms; /* a client must finish negotiating within this;
 	                             0: 10 s; negative: no limit */

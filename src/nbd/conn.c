@@ -107,14 +107,10 @@ bool nbd_conn_wants_input(const struct nbd_conn *c)
 	switch (c->state) {
 	case CS_CLIENT_FLAGS:
 	case CS_OPTIONS:
-	case CS_OPT_DISCARD:
-		return c->ctl.len - c->ctl.off < CTL_BACKLOG_MAX;
-	case CS_TLS_HANDSHAKE:
-		return true;
-	case CS_TRANSMISSION:
-		return tx_room(c);
-	default:
-		return false;
+	case CS_OPT_DISCARD: return c->ctl.len - c->ctl.off < CTL_BACKLOG_MAX;
+	case CS_TLS_HANDSHAKE: return true;
+	case CS_TRANSMISSION: return tx_room(c);
+	default: return false;
 	}
 }
 
@@ -429,7 +425,10 @@ void nbd_conn_flush(struct nbd_conn *c)
 	nbd_conn_update_poll(c);
 }
 
-void nbd_conn_on_output(struct nbd_conn *c) { nbd_conn_mark_dirty(c); }
+void nbd_conn_on_output(struct nbd_conn *c)
+{
+	nbd_conn_mark_dirty(c);
+}
 
 /* ------------------------------------------------------------------------- */
 /* Input                                                                       */
@@ -451,7 +450,8 @@ static ssize_t plain_read(struct nbd_conn *c, size_t *asked)
 	*asked = iov[0].iov_len + (n > 1 ? iov[1].iov_len : 0);
 	ssize_t got;
 	do
-		got = n == 1 ? read(c->in_fd, iov[0].iov_base, iov[0].iov_len) : readv(c->in_fd, iov, n);
+		got = n == 1 ? read(c->in_fd, iov[0].iov_base, iov[0].iov_len)
+		             : readv(c->in_fd, iov, n);
 	while (got < 0 && errno == EINTR);
 	if (got < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -errno;
@@ -478,10 +478,8 @@ static bool conn_parse(struct nbd_conn *c)
 			if (!nbd_hs_parse(c))
 				return false;
 			break;
-		case CS_TRANSMISSION:
-			return nbd_tx_parse(c);
-		default:
-			return true;
+		case CS_TRANSMISSION: return nbd_tx_parse(c);
+		default: return true;
 		}
 		if (c->state == before || c->starttls_pending)
 			return true;

@@ -63,8 +63,8 @@ static bool reply(struct nbd_conn *c, uint32_t opt, uint32_t type, const void *d
 }
 
 /* An error reply whose payload is a message for the user. */
-__attribute__((format(printf, 4, 5))) static bool
-reply_err(struct nbd_conn *c, uint32_t opt, uint32_t type, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static bool reply_err(struct nbd_conn *c, uint32_t opt,
+                                                            uint32_t type, const char *fmt, ...)
 {
 	char msg[256];
 	va_list ap;
@@ -75,7 +75,8 @@ reply_err(struct nbd_conn *c, uint32_t opt, uint32_t type, const char *fmt, ...)
 		n = 0;
 	if ((size_t)n >= sizeof msg)
 		n = sizeof msg - 1;
-	nbd_log(c->srv, VDISK_NBD_LOG_DEBUG, "%s: option %" PRIu32 " refused: %s", c->peer, opt, msg);
+	nbd_log(c->srv, VDISK_NBD_LOG_DEBUG, "%s: option %" PRIu32 " refused: %s", c->peer, opt,
+	        msg);
 	return reply(c, opt, type, msg, (size_t)n);
 }
 
@@ -112,7 +113,8 @@ static bool opt_export_name(struct nbd_conn *c, const unsigned char *data, uint3
 {
 	if (len > NBD_MAX_STRING || !name_matches(c, data, len)) {
 		/* this option has no error reply: the protocol says disconnect */
-		nbd_conn_fail(c, "NBD_OPT_EXPORT_NAME for an unknown export (%" PRIu32 " bytes)", len);
+		nbd_conn_fail(c, "NBD_OPT_EXPORT_NAME for an unknown export (%" PRIu32 " bytes)",
+		              len);
 		return false;
 	}
 	uint64_t size = export_size(c->srv);
@@ -131,8 +133,7 @@ static bool opt_export_name(struct nbd_conn *c, const unsigned char *data, uint3
 	return true;
 }
 
-static bool send_info(struct nbd_conn *c, uint32_t opt, uint16_t type, const void *data,
-                      size_t len)
+static bool send_info(struct nbd_conn *c, uint32_t opt, uint16_t type, const void *data, size_t len)
 {
 	unsigned char t[2];
 	nbd_put16(t, type);
@@ -143,7 +144,8 @@ static bool opt_info_go(struct nbd_conn *c, uint32_t opt, const unsigned char *d
 {
 	struct nbd_server *s = c->srv;
 	if (len < 6)
-		return reply_err(c, opt, NBD_REP_ERR_INVALID, "option too short (%" PRIu32 " bytes)", len);
+		return reply_err(c, opt, NBD_REP_ERR_INVALID,
+		                 "option too short (%" PRIu32 " bytes)", len);
 	uint32_t namelen = nbd_get32(data);
 	if (namelen > len - 6)
 		return reply_err(c, opt, NBD_REP_ERR_INVALID,
@@ -200,7 +202,8 @@ static bool opt_meta(struct nbd_conn *c, uint32_t opt, const unsigned char *data
 	if (!c->structured)
 		return reply_err(c, opt, NBD_REP_ERR_INVALID, "negotiate structured replies first");
 	if (len < 8)
-		return reply_err(c, opt, NBD_REP_ERR_INVALID, "option too short (%" PRIu32 " bytes)", len);
+		return reply_err(c, opt, NBD_REP_ERR_INVALID,
+		                 "option too short (%" PRIu32 " bytes)", len);
 	uint32_t namelen = nbd_get32(data);
 	if (namelen > len - 8)
 		return reply_err(c, opt, NBD_REP_ERR_INVALID,
@@ -223,15 +226,16 @@ static bool opt_meta(struct nbd_conn *c, uint32_t opt, const unsigned char *data
 		qpos += 4;
 		if (ql > len - qpos)
 			return reply_err(c, opt, NBD_REP_ERR_INVALID,
-			                 "query length %" PRIu32 " runs past the end of the option", ql);
+			                 "query length %" PRIu32 " runs past the end of the option",
+			                 ql);
 		if (ql > NBD_MAX_STRING)
 			return reply_err(c, opt, NBD_REP_ERR_INVALID, "query longer than %u bytes",
 			                 NBD_MAX_STRING);
 		qpos += ql;
 	}
 	if (qpos != len)
-		return reply_err(c, opt, NBD_REP_ERR_INVALID, "%" PRIu32 " bytes after the last query",
-		                 len - qpos);
+		return reply_err(c, opt, NBD_REP_ERR_INVALID,
+		                 "%" PRIu32 " bytes after the last query", len - qpos);
 	if (!name_matches(c, name, namelen))
 		return reply_err(c, opt, NBD_REP_ERR_UNKNOWN, "no export named '%.*s'",
 		                 (int)(namelen < 64 ? namelen : 64), (const char *)name);
@@ -249,7 +253,8 @@ static bool opt_meta(struct nbd_conn *c, uint32_t opt, const unsigned char *data
 	if (match) {
 		unsigned char id[4];
 		nbd_put32(id, set ? NBD_META_ALLOC_ID : 0);
-		if (!reply2(c, opt, NBD_REP_META_CONTEXT, id, 4, META_ALLOC_NAME, strlen(META_ALLOC_NAME)))
+		if (!reply2(c, opt, NBD_REP_META_CONTEXT, id, 4, META_ALLOC_NAME,
+		            strlen(META_ALLOC_NAME)))
 			return false;
 	}
 	if (set)
@@ -257,8 +262,7 @@ static bool opt_meta(struct nbd_conn *c, uint32_t opt, const unsigned char *data
 	return reply(c, opt, NBD_REP_ACK, NULL, 0);
 }
 
-static bool handle_option(struct nbd_conn *c, uint32_t opt, const unsigned char *data,
-                          uint32_t len)
+static bool handle_option(struct nbd_conn *c, uint32_t opt, const unsigned char *data, uint32_t len)
 {
 	struct nbd_server *s = c->srv;
 	if (s->tls == VDISK_NBD_TLS_REQUIRE && !c->tls_active && opt != NBD_OPT_STARTTLS &&
@@ -270,11 +274,8 @@ static bool handle_option(struct nbd_conn *c, uint32_t opt, const unsigned char 
 		return reply_err(c, opt, NBD_REP_ERR_TLS_REQD, "this server requires TLS");
 	}
 	switch (opt) {
-	case NBD_OPT_EXPORT_NAME:
-		return opt_export_name(c, data, len);
-	case NBD_OPT_ABORT:
-		c->abort_after_flush = true;
-		return reply(c, opt, NBD_REP_ACK, NULL, 0);
+	case NBD_OPT_EXPORT_NAME: return opt_export_name(c, data, len);
+	case NBD_OPT_ABORT: c->abort_after_flush = true; return reply(c, opt, NBD_REP_ACK, NULL, 0);
 	case NBD_OPT_LIST: {
 		if (len)
 			return reply_err(c, opt, NBD_REP_ERR_INVALID, "NBD_OPT_LIST takes no data");
@@ -286,16 +287,17 @@ static bool handle_option(struct nbd_conn *c, uint32_t opt, const unsigned char 
 	}
 	case NBD_OPT_STARTTLS:
 		if (len)
-			return reply_err(c, opt, NBD_REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
+			return reply_err(c, opt, NBD_REP_ERR_INVALID,
+			                 "NBD_OPT_STARTTLS takes no data");
 		if (c->tls_active)
 			return reply_err(c, opt, NBD_REP_ERR_INVALID, "TLS is already on");
 		if (!s->tls_ctx)
-			return reply_err(c, opt, NBD_REP_ERR_POLICY, "TLS is not enabled on this server");
+			return reply_err(c, opt, NBD_REP_ERR_POLICY,
+			                 "TLS is not enabled on this server");
 		c->starttls_pending = true;
 		return reply(c, opt, NBD_REP_ACK, NULL, 0);
 	case NBD_OPT_INFO:
-	case NBD_OPT_GO:
-		return opt_info_go(c, opt, data, len);
+	case NBD_OPT_GO: return opt_info_go(c, opt, data, len);
 	case NBD_OPT_STRUCTURED_REPLY:
 		if (len)
 			return reply_err(c, opt, NBD_REP_ERR_INVALID,
@@ -303,10 +305,10 @@ static bool handle_option(struct nbd_conn *c, uint32_t opt, const unsigned char 
 		c->structured = true;
 		return reply(c, opt, NBD_REP_ACK, NULL, 0);
 	case NBD_OPT_LIST_META_CONTEXT:
-	case NBD_OPT_SET_META_CONTEXT:
-		return opt_meta(c, opt, data, len);
+	case NBD_OPT_SET_META_CONTEXT: return opt_meta(c, opt, data, len);
 	default:
-		return reply_err(c, opt, NBD_REP_ERR_UNSUP, "option %" PRIu32 " is not supported", opt);
+		return reply_err(c, opt, NBD_REP_ERR_UNSUP, "option %" PRIu32 " is not supported",
+		                 opt);
 	}
 }
 
@@ -328,7 +330,8 @@ bool nbd_hs_parse(struct nbd_conn *c)
 			c->fixed = flags & NBD_FLAG_C_FIXED_NEWSTYLE;
 			c->no_zeroes = flags & NBD_FLAG_C_NO_ZEROES;
 			if (!c->fixed && c->srv->tls == VDISK_NBD_TLS_REQUIRE) {
-				nbd_conn_fail(c, "TLS is required, and the client cannot do fixed newstyle");
+				nbd_conn_fail(
+				    c, "TLS is required, and the client cannot do fixed newstyle");
 				return false;
 			}
 			c->state = CS_OPTIONS;
@@ -356,7 +359,8 @@ bool nbd_hs_parse(struct nbd_conn *c)
 			uint32_t opt = nbd_get32(p + 8), len = nbd_get32(p + 12);
 			if (len > NBD_MAX_OPTION) {
 				if (opt == NBD_OPT_EXPORT_NAME) {
-					nbd_conn_fail(c, "NBD_OPT_EXPORT_NAME of %" PRIu32 " bytes", len);
+					nbd_conn_fail(c, "NBD_OPT_EXPORT_NAME of %" PRIu32 " bytes",
+					              len);
 					return false;
 				}
 				c->in_start += NBD_OPT_HEADER_SIZE;
@@ -376,8 +380,7 @@ bool nbd_hs_parse(struct nbd_conn *c)
 				return true; /* the client is not reading our replies */
 			break;
 		}
-		default:
-			return true;
+		default: return true;
 		}
 	}
 }

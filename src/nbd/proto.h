@@ -8,31 +8,31 @@
 #include <stdint.h>
 #include <string.h>
 
-#define NBD_MAGIC          UINT64_C(0x4e42444d41474943) /* "NBDMAGIC" */
-#define NBD_IHAVEOPT       UINT64_C(0x49484156454f5054) /* "IHAVEOPT" */
-#define NBD_REP_MAGIC      UINT64_C(0x0003e889045565a9)
-#define NBD_REQUEST_MAGIC  UINT32_C(0x25609513)
-#define NBD_SIMPLE_MAGIC   UINT32_C(0x67446698)
-#define NBD_STRUCT_MAGIC   UINT32_C(0x668e33ef)
+#define NBD_MAGIC UINT64_C(0x4e42444d41474943)    /* "NBDMAGIC" */
+#define NBD_IHAVEOPT UINT64_C(0x49484156454f5054) /* "IHAVEOPT" */
+#define NBD_REP_MAGIC UINT64_C(0x0003e889045565a9)
+#define NBD_REQUEST_MAGIC UINT32_C(0x25609513)
+#define NBD_SIMPLE_MAGIC UINT32_C(0x67446698)
+#define NBD_STRUCT_MAGIC UINT32_C(0x668e33ef)
 
 /* handshake flags (server) and client flags */
-#define NBD_FLAG_FIXED_NEWSTYLE   (1u << 0)
-#define NBD_FLAG_NO_ZEROES        (1u << 1)
+#define NBD_FLAG_FIXED_NEWSTYLE (1u << 0)
+#define NBD_FLAG_NO_ZEROES (1u << 1)
 #define NBD_FLAG_C_FIXED_NEWSTYLE (1u << 0)
-#define NBD_FLAG_C_NO_ZEROES      (1u << 1)
+#define NBD_FLAG_C_NO_ZEROES (1u << 1)
 
 /* transmission flags */
-#define NBD_FLAG_HAS_FLAGS         (1u << 0)
-#define NBD_FLAG_READ_ONLY         (1u << 1)
-#define NBD_FLAG_SEND_FLUSH        (1u << 2)
-#define NBD_FLAG_SEND_FUA          (1u << 3)
-#define NBD_FLAG_ROTATIONAL        (1u << 4)
-#define NBD_FLAG_SEND_TRIM         (1u << 5)
+#define NBD_FLAG_HAS_FLAGS (1u << 0)
+#define NBD_FLAG_READ_ONLY (1u << 1)
+#define NBD_FLAG_SEND_FLUSH (1u << 2)
+#define NBD_FLAG_SEND_FUA (1u << 3)
+#define NBD_FLAG_ROTATIONAL (1u << 4)
+#define NBD_FLAG_SEND_TRIM (1u << 5)
 #define NBD_FLAG_SEND_WRITE_ZEROES (1u << 6)
-#define NBD_FLAG_SEND_DF           (1u << 7)
-#define NBD_FLAG_CAN_MULTI_CONN    (1u << 8)
-#define NBD_FLAG_SEND_CACHE        (1u << 10)
-#define NBD_FLAG_SEND_FAST_ZERO    (1u << 11)
+#define NBD_FLAG_SEND_DF (1u << 7)
+#define NBD_FLAG_CAN_MULTI_CONN (1u << 8)
+#define NBD_FLAG_SEND_CACHE (1u << 10)
+#define NBD_FLAG_SEND_FAST_ZERO (1u << 11)
 
 /* options */
 enum {
@@ -55,15 +55,15 @@ enum {
 	NBD_REP_INFO = 3,
 	NBD_REP_META_CONTEXT = 4,
 };
-#define NBD_REP_ERR_UNSUP           NBD_REP_ERR(1)
-#define NBD_REP_ERR_POLICY          NBD_REP_ERR(2)
-#define NBD_REP_ERR_INVALID         NBD_REP_ERR(3)
-#define NBD_REP_ERR_PLATFORM        NBD_REP_ERR(4)
-#define NBD_REP_ERR_TLS_REQD        NBD_REP_ERR(5)
-#define NBD_REP_ERR_UNKNOWN         NBD_REP_ERR(6)
-#define NBD_REP_ERR_SHUTDOWN        NBD_REP_ERR(7)
+#define NBD_REP_ERR_UNSUP NBD_REP_ERR(1)
+#define NBD_REP_ERR_POLICY NBD_REP_ERR(2)
+#define NBD_REP_ERR_INVALID NBD_REP_ERR(3)
+#define NBD_REP_ERR_PLATFORM NBD_REP_ERR(4)
+#define NBD_REP_ERR_TLS_REQD NBD_REP_ERR(5)
+#define NBD_REP_ERR_UNKNOWN NBD_REP_ERR(6)
+#define NBD_REP_ERR_SHUTDOWN NBD_REP_ERR(7)
 #define NBD_REP_ERR_BLOCK_SIZE_REQD NBD_REP_ERR(8)
-#define NBD_REP_ERR_TOO_BIG         NBD_REP_ERR(9)
+#define NBD_REP_ERR_TOO_BIG NBD_REP_ERR(9)
 
 /* NBD_REP_INFO types */
 enum {
@@ -86,10 +86,10 @@ enum {
 };
 
 /* command flags */
-#define NBD_CMD_FLAG_FUA       (1u << 0)
-#define NBD_CMD_FLAG_NO_HOLE   (1u << 1)
-#define NBD_CMD_FLAG_DF        (1u << 2)
-#define NBD_CMD_FLAG_REQ_ONE   (1u << 3)
+#define NBD_CMD_FLAG_FUA (1u << 0)
+#define NBD_CMD_FLAG_NO_HOLE (1u << 1)
+#define NBD_CMD_FLAG_DF (1u << 2)
+#define NBD_CMD_FLAG_REQ_ONE (1u << 3)
 #define NBD_CMD_FLAG_FAST_ZERO (1u << 4)
 
 /* structured reply flags and chunk types */
@@ -120,9 +120,9 @@ enum {
 #define NBD_STATE_ZERO (1u << 1)
 
 /* Sizes of the fixed parts of messages. */
-#define NBD_REQUEST_SIZE    28 /* magic, flags, type, cookie, offset, length */
-#define NBD_SIMPLE_SIZE     16 /* magic, error, cookie */
-#define NBD_CHUNK_SIZE      20 /* magic, flags, type, cookie, length */
+#define NBD_REQUEST_SIZE 28    /* magic, flags, type, cookie, offset, length */
+#define NBD_SIMPLE_SIZE 16     /* magic, error, cookie */
+#define NBD_CHUNK_SIZE 20      /* magic, flags, type, cookie, length */
 #define NBD_OPT_HEADER_SIZE 16 /* IHAVEOPT, option, length */
 #define NBD_REP_HEADER_SIZE 20 /* magic, option, type, length */
 

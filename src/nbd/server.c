@@ -69,12 +69,15 @@ NBD_EXPORT struct vdisk_nbd_server *vdisk_nbd_server_new(struct vdisk *d,
 			                cfg_in->struct_size);
 			return NULL;
 		}
-		memcpy(&cfg, cfg_in, cfg_in->struct_size < sizeof cfg ? cfg_in->struct_size : sizeof cfg);
+		memcpy(&cfg, cfg_in,
+		       cfg_in->struct_size < sizeof cfg ? cfg_in->struct_size : sizeof cfg);
 	}
 	const char *name = cfg.export_name ? cfg.export_name : "";
-	if (strlen(name) > NBD_MAX_STRING || (cfg.description && strlen(cfg.description) > NBD_MAX_STRING)) {
-		vdisk_set_error("vdisk_nbd_server_new: export name and description are at most %u bytes",
-		                NBD_MAX_STRING);
+	if (strlen(name) > NBD_MAX_STRING ||
+	    (cfg.description && strlen(cfg.description) > NBD_MAX_STRING)) {
+		vdisk_set_error(
+		    "vdisk_nbd_server_new: export name and description are at most %u bytes",
+		    NBD_MAX_STRING);
 		return NULL;
 	}
 	struct nbd_server *s = calloc(1, sizeof *s);
@@ -96,10 +99,10 @@ NBD_EXPORT struct vdisk_nbd_server *vdisk_nbd_server_new(struct vdisk *d,
 	if (s->nthreads > MAX_THREADS)
 		s->nthreads = MAX_THREADS;
 	s->max_conns = cfg.max_connections ? cfg.max_connections : DEFAULT_MAX_CONNS;
-	s->handshake_timeout_ns = cfg.handshake_timeout_ms < 0    ? -1
-	                          : cfg.handshake_timeout_ms == 0 ? (int64_t)DEFAULT_HANDSHAKE_NS
-	                                                          : (int64_t)cfg.handshake_timeout_ms *
-	                                                                1000000;
+	s->handshake_timeout_ns = cfg.handshake_timeout_ms < 0 ? -1
+	                          : cfg.handshake_timeout_ms == 0
+	                              ? (int64_t)DEFAULT_HANDSHAKE_NS
+	                              : (int64_t)cfg.handshake_timeout_ms * 1000000;
 	s->tls = cfg.tls;
 	s->log_level = cfg.log_level;
 	s->log = cfg.log;
@@ -111,8 +114,8 @@ NBD_EXPORT struct vdisk_nbd_server *vdisk_nbd_server_new(struct vdisk *d,
 	s->pref_block = vdisk_physical_sector_size(d);
 	s->max_payload = NBD_MAX_PAYLOAD;
 	if (ss > 65536) {
-		vdisk_set_error("vdisk_nbd_server_new: NBD cannot export %u-byte sectors (at most 64 KiB)",
-		                ss);
+		vdisk_set_error(
+		    "vdisk_nbd_server_new: NBD cannot export %u-byte sectors (at most 64 KiB)", ss);
 		goto fail;
 	}
 	unsigned caps = vdisk_caps(d);
@@ -188,8 +191,8 @@ static void uri_escape(char *dst, size_t cap, const char *src, bool keep_slash)
 	static const char hex[] = "0123456789ABCDEF";
 	size_t n = 0;
 	for (const unsigned char *p = (const unsigned char *)src; *p && n + 4 < cap; p++) {
-		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-		    strchr("-._~", *p) || (keep_slash && *p == '/')) {
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    (*p >= '0' && *p <= '9') || strchr("-._~", *p) || (keep_slash && *p == '/')) {
 			dst[n++] = (char)*p;
 		} else {
 			dst[n++] = '%';
@@ -256,8 +259,8 @@ NBD_EXPORT int vdisk_nbd_server_listen_unix(struct vdisk_nbd_server *srv, const 
 	char epath[1024], ename[3 * NBD_MAX_STRING + 1], uri[4200];
 	uri_escape(epath, sizeof epath, path, true);
 	uri_escape(ename, sizeof ename, s->export_name, false);
-	snprintf(uri, sizeof uri, "%s:///%s?socket=%s", s->tls_ctx ? "nbds+unix" : "nbd+unix", ename,
-	         epath);
+	snprintf(uri, sizeof uri, "%s:///%s?socket=%s", s->tls_ctx ? "nbds+unix" : "nbd+unix",
+	         ename, epath);
 	if (add_listener(s, fd, path, uri) < 0) {
 		close(fd);
 		unlink(path);
@@ -282,7 +285,8 @@ NBD_EXPORT int vdisk_nbd_server_listen_tcp(struct vdisk_nbd_server *srv, const c
                                            const char *port, bool allow_remote)
 {
 	struct nbd_server *s = (struct nbd_server *)srv;
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+	                         .ai_socktype = SOCK_STREAM,
 	                         .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
 	struct addrinfo *res = NULL;
 	if (!host || !*host)
@@ -299,7 +303,8 @@ NBD_EXPORT int vdisk_nbd_server_listen_tcp(struct vdisk_nbd_server *srv, const c
 			err = -1;
 			continue;
 		}
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+		            ai->ai_protocol);
 		if (fd < 0) {
 			err = errno;
 			continue;
@@ -317,9 +322,10 @@ NBD_EXPORT int vdisk_nbd_server_listen_tcp(struct vdisk_nbd_server *srv, const c
 	if (fd < 0) {
 		freeaddrinfo(res);
 		if (err == -1)
-			return vdisk_set_error("tcp %s:%s: not a loopback address; serving other hosts "
-			                       "must be asked for",
-			                       host, port);
+			return vdisk_set_error(
+			    "tcp %s:%s: not a loopback address; serving other hosts "
+			    "must be asked for",
+			    host, port);
 		return vdisk_set_error_errno(err, "tcp %s:%s", host, port);
 	}
 	struct sockaddr_storage bound;
@@ -369,8 +375,8 @@ NBD_EXPORT int vdisk_nbd_server_listen_fd(struct vdisk_nbd_server *srv, int fd)
 	const char *scheme = s->tls_ctx ? "nbds" : "nbd";
 	if (sa.ss_family == AF_UNIX) {
 		const struct sockaddr_un *un = (const struct sockaddr_un *)&sa;
-		uri_escape(epath, sizeof epath, sl > offsetof(struct sockaddr_un, sun_path) ? un->sun_path : "",
-		           true);
+		uri_escape(epath, sizeof epath,
+		           sl > offsetof(struct sockaddr_un, sun_path) ? un->sun_path : "", true);
 		snprintf(uri, sizeof uri, "%s+unix:///%s?socket=%s", scheme, ename, epath);
 	} else {
 		snprintf(uri, sizeof uri, "%s://localhost/%s", scheme, ename);
@@ -493,7 +499,7 @@ static void worker_check(struct nbd_worker *w, uint64_t now, bool timers)
 			nbd_conn_reap(c);
 	}
 	if (timers)
-		w->next_check = next == UINT64_MAX ? UINT64_MAX
+		w->next_check = next == UINT64_MAX               ? UINT64_MAX
 		                : next > now + CHECK_INTERVAL_NS ? now + CHECK_INTERVAL_NS
 		                                                 : next;
 }
@@ -651,8 +657,8 @@ static void accept_ready(struct nbd_server *s, struct nbd_listener *l, unsigned 
 		}
 		unsigned long id = ++*serial;
 		if (atomic_load(&s->nconns) >= s->max_conns) {
-			nbd_log(s, VDISK_NBD_LOG_CLIENT, "client %lu refused: %u connections already", id,
-			        s->max_conns);
+			nbd_log(s, VDISK_NBD_LOG_CLIENT,
+			        "client %lu refused: %u connections already", id, s->max_conns);
 			close(fd);
 			continue;
 		}
@@ -706,7 +712,8 @@ static int start_workers(struct nbd_server *s, unsigned n, bool threads)
 		if (worker_init(s, &s->workers[i], i) < 0)
 			goto fail;
 		if (threads) {
-			int rc = pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]);
+			int rc = pthread_create(&s->workers[i].thread, NULL, worker_main,
+			                        &s->workers[i]);
 			if (rc) {
 				vdisk_set_error_errno(rc, "nbd workers: pthread_create");
 				goto fail;

@@ -35,16 +35,16 @@
 #define NBD_LIKELY(x) __builtin_expect(!!(x), 1)
 #define NBD_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
-#define NBD_MAX_PAYLOAD        (32u << 20) /* advertised maximum; reads and writes */
-#define NBD_MAX_OPTION         (64u << 10) /* longest option kept in memory */
-#define NBD_IN_SIZE            (NBD_MAX_OPTION + (64u << 10))
-#define NBD_MAX_INFLIGHT       256
+#define NBD_MAX_PAYLOAD (32u << 20) /* advertised maximum; reads and writes */
+#define NBD_MAX_OPTION (64u << 10)  /* longest option kept in memory */
+#define NBD_IN_SIZE (NBD_MAX_OPTION + (64u << 10))
+#define NBD_MAX_INFLIGHT 256
 #define NBD_MAX_INFLIGHT_BYTES (64u << 20)
-#define NBD_MAX_EXTENTS        1024       /* descriptors in one block-status reply */
-#define NBD_CACHE_CHUNK        (1u << 20) /* NBD_CMD_CACHE reads this much at a time */
-#define NBD_TLS_BUF            (64u << 10)
-#define NBD_META_ALLOC_ID      1          /* our id for base:allocation */
-#define NBD_SHUTDOWN_GRACE_NS  (10ull * 1000000000) /* for clients that stop reading */
+#define NBD_MAX_EXTENTS 1024       /* descriptors in one block-status reply */
+#define NBD_CACHE_CHUNK (1u << 20) /* NBD_CMD_CACHE reads this much at a time */
+#define NBD_TLS_BUF (64u << 10)
+#define NBD_META_ALLOC_ID 1                        /* our id for base:allocation */
+#define NBD_SHUTDOWN_GRACE_NS (10ull * 1000000000) /* for clients that stop reading */
 
 struct nbd_server;
 struct nbd_worker;
@@ -55,7 +55,7 @@ struct nbd_conn;
 /* ------------------------------------------------------------------------- */
 
 #define NBD_BUF_MIN_SHIFT 12
-#define NBD_BUF_CLASSES   14 /* 4 KiB .. 32 MiB */
+#define NBD_BUF_CLASSES 14 /* 4 KiB .. 32 MiB */
 #define NBD_BUF_CACHE_MAX (64u << 20)
 
 struct nbd_bufpool {
@@ -80,14 +80,14 @@ struct nbd_req {
 	uint16_t type;
 	uint16_t flags;
 	uint8_t buf_cls;
-	bool flush_after;  /* FUA the disk does not honour: flush, then reply */
+	bool flush_after;    /* FUA the disk does not honour: flush, then reply */
 	unsigned char *data; /* payload buffer (read data, write data, extents) */
-	uint64_t done;     /* CACHE: bytes read so far */
-	unsigned next_ext; /* extents returned */
+	uint64_t done;       /* CACHE: bytes read so far */
+	unsigned next_ext;   /* extents returned */
 	/* the reply: hdr (and payload) as iovecs */
 	struct iovec iov[2];
 	int iovcnt;
-	size_t charged;    /* bytes counted in conn->inflight_bytes */
+	size_t charged; /* bytes counted in conn->inflight_bytes */
 	unsigned char hdr[96];
 };
 
@@ -101,8 +101,8 @@ enum conn_state {
 	CS_OPT_DISCARD,   /* skipping the body of an option too long to keep */
 	CS_TLS_HANDSHAKE, /* after STARTTLS's ACK */
 	CS_TRANSMISSION,
-	CS_CLOSING,       /* no more input; finishing requests and output */
-	CS_DEAD,          /* the transport failed; waiting only for requests */
+	CS_CLOSING, /* no more input; finishing requests and output */
+	CS_DEAD,    /* the transport failed; waiting only for requests */
 };
 
 /* A growable byte buffer for negotiation output. */
@@ -120,34 +120,34 @@ struct nbd_conn {
 	enum conn_state state;
 	int in_fd, out_fd;
 	bool is_socket;
-	bool in_poll, out_poll;   /* pollable (else: always ready) */
+	bool in_poll, out_poll;     /* pollable (else: always ready) */
 	uint32_t in_mask, out_mask; /* events registered with epoll, 0: none */
-	bool want_out;            /* output is waiting for the socket */
-	bool stalled;             /* input stopped for back-pressure */
-	bool resume_input;        /* read again once the worker flushes */
-	bool tls_read_blocked;    /* SSL_read needs the socket writable first */
+	bool want_out;              /* output is waiting for the socket */
+	bool stalled;               /* input stopped for back-pressure */
+	bool resume_input;          /* read again once the worker flushes */
+	bool tls_read_blocked;      /* SSL_read needs the socket writable first */
 	bool in_eof;
 	bool closed_fds;
 	char peer[80];
-	uint64_t deadline_ns;     /* handshake or shutdown deadline, 0: none */
+	uint64_t deadline_ns; /* handshake or shutdown deadline, 0: none */
 
 	/* input: in[in_start, in_end) is unparsed */
 	unsigned char *in;
 	size_t in_start, in_end;
-	uint64_t discard;         /* bytes of input to drop (oversized option/write) */
-	uint32_t discard_opt;     /* the option being discarded, for its reply */
-	struct nbd_req *rx;       /* a write whose payload is still arriving */
+	uint64_t discard;     /* bytes of input to drop (oversized option/write) */
+	uint32_t discard_opt; /* the option being discarded, for its reply */
+	struct nbd_req *rx;   /* a write whose payload is still arriving */
 	uint32_t rx_have;
 
 	/* output */
-	struct nbd_obuf ctl;      /* negotiation replies */
+	struct nbd_obuf ctl; /* negotiation replies */
 	struct nbd_req *out_head, **out_tail;
-	size_t out_off;           /* bytes of out_head already sent */
+	size_t out_off; /* bytes of out_head already sent */
 
 	/* negotiation state */
 	bool fixed, no_zeroes, structured, meta_alloc, tls_active;
-	bool abort_after_flush;   /* NBD_OPT_ABORT, EXPORT_NAME refusal, DISC */
-	bool starttls_pending;    /* begin TLS once the ACK is out */
+	bool abort_after_flush; /* NBD_OPT_ABORT, EXPORT_NAME refusal, DISC */
+	bool starttls_pending;  /* begin TLS once the ACK is out */
 
 	/* transmission */
 	uint64_t export_size;
@@ -186,9 +186,9 @@ struct nbd_worker {
 	pthread_mutex_t lock; /* protects incoming */
 	struct nbd_conn *incoming;
 	bool draining;
-	bool exit_when_idle;  /* serve_fds: return when the last connection goes */
-	bool reap_pending;    /* a connection may have finished */
-	uint64_t next_check;  /* when to look at deadlines next */
+	bool exit_when_idle; /* serve_fds: return when the last connection goes */
+	bool reap_pending;   /* a connection may have finished */
+	uint64_t next_check; /* when to look at deadlines next */
 };
 
 struct nbd_listener {
@@ -261,6 +261,5 @@ bool nbd_tx_parse(struct nbd_conn *c);
 void nbd_tx_payload_done(struct nbd_conn *c);
 void nbd_req_free(struct nbd_conn *c, struct nbd_req *r);
 void nbd_conn_free_reqs(struct nbd_conn *c);
-
 
 #endif

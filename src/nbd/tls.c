@@ -66,15 +66,16 @@ static int load_psk(struct nbd_server *s, const char *path)
 			continue;
 		char *colon = strchr(line, ':');
 		if (!colon || colon == line) {
-			vdisk_set_error("tls-psk '%s' line %u: expected identity:hex-key", path, lineno);
+			vdisk_set_error("tls-psk '%s' line %u: expected identity:hex-key", path,
+			                lineno);
 			goto out;
 		}
 		*colon = '\0';
 		const char *hex = colon + 1;
 		size_t hl = strlen(hex);
 		if (hl == 0 || hl % 2 || hl / 2 > PSK_MAX) {
-			vdisk_set_error("tls-psk '%s' line %u: key must be 1..%d bytes of hex", path, lineno,
-			                PSK_MAX);
+			vdisk_set_error("tls-psk '%s' line %u: key must be 1..%d bytes of hex",
+			                path, lineno, PSK_MAX);
 			goto out;
 		}
 		struct nbd_psk *n = realloc(s->psks, (s->npsks + 1) * sizeof *n);
@@ -88,7 +89,8 @@ static int load_psk(struct nbd_server *s, const char *path)
 		for (size_t i = 0; i < p->len; i++) {
 			int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
 			if (hi < 0 || lo < 0) {
-				vdisk_set_error("tls-psk '%s' line %u: key is not hex", path, lineno);
+				vdisk_set_error("tls-psk '%s' line %u: key is not hex", path,
+				                lineno);
 				goto out;
 			}
 			p->key[i] = (unsigned char)(hi << 4 | lo);
@@ -131,7 +133,8 @@ int nbd_tls_init(struct nbd_server *s, const struct vdisk_nbd_config *cfg)
 	if (certs && cfg->tls_psk_file)
 		return vdisk_set_error("tls: give a certificate and key, or a PSK file, not both");
 	if (certs && (!cfg->tls_cert || !cfg->tls_key))
-		return vdisk_set_error("tls: a certificate needs its key and the key its certificate");
+		return vdisk_set_error(
+		    "tls: a certificate needs its key and the key its certificate");
 	if (!certs && !cfg->tls_psk_file)
 		return vdisk_set_error("tls: needs a certificate and key, or a PSK file");
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -207,8 +210,9 @@ static int net_drain(struct nbd_conn *c)
 		int avail = BIO_nread0(c->net_bio, &p);
 		if (avail <= 0)
 			return 0;
-		ssize_t n = c->is_socket ? send(c->out_fd, p, (size_t)avail, MSG_NOSIGNAL | MSG_DONTWAIT)
-		                         : write(c->out_fd, p, (size_t)avail);
+		ssize_t n = c->is_socket
+		                ? send(c->out_fd, p, (size_t)avail, MSG_NOSIGNAL | MSG_DONTWAIT)
+		                : write(c->out_fd, p, (size_t)avail);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -229,7 +233,8 @@ int nbd_tls_start(struct nbd_conn *c)
 	c->starttls_pending = false;
 	c->ssl = SSL_new(c->srv->tls_ctx);
 	c->tls_stage = malloc(STAGE_SIZE);
-	if (!c->ssl || !c->tls_stage || !BIO_new_bio_pair(&inner, NBD_TLS_BUF, &c->net_bio, NBD_TLS_BUF))
+	if (!c->ssl || !c->tls_stage ||
+	    !BIO_new_bio_pair(&inner, NBD_TLS_BUF, &c->net_bio, NBD_TLS_BUF))
 		return -1;
 	SSL_set_bio(c->ssl, inner, inner);
 	SSL_set_accept_state(c->ssl);

@@ -154,7 +154,8 @@ static void reply_read(struct nbd_req *r)
 			r->iov[0].iov_len = NBD_CHUNK_SIZE;
 			r->iovcnt = 1;
 		} else {
-			nbd_put64(chunk_header(r, NBD_REPLY_TYPE_OFFSET_DATA, 8 + r->len), r->offset);
+			nbd_put64(chunk_header(r, NBD_REPLY_TYPE_OFFSET_DATA, 8 + r->len),
+			          r->offset);
 			r->iov[0].iov_len = NBD_CHUNK_SIZE + 8;
 			r->iovcnt = 2;
 		}
@@ -176,12 +177,11 @@ static uint32_t nbd_error_of(vdisk_status st, uint16_t type)
 {
 	switch (st.kind) {
 	case VDISK_ERR_ILLEGAL_BLOCK:
-		return type == NBD_CMD_WRITE || type == NBD_CMD_WRITE_ZEROES ? NBD_ENOSPC : NBD_EINVAL;
-	case VDISK_ERR_INVALID_INPUT:
-		return NBD_EINVAL;
+		return type == NBD_CMD_WRITE || type == NBD_CMD_WRITE_ZEROES ? NBD_ENOSPC
+		                                                             : NBD_EINVAL;
+	case VDISK_ERR_INVALID_INPUT: return NBD_EINVAL;
 	case VDISK_ERR_READ_ONLY:
-	case VDISK_ERR_RESERVATION_CONFLICT:
-		return NBD_EPERM;
+	case VDISK_ERR_RESERVATION_CONFLICT: return NBD_EPERM;
 	case VDISK_ERR_NOT_SUPPORTED:
 		return type == NBD_CMD_WRITE_ZEROES ? NBD_ENOTSUP : NBD_EINVAL;
 	case VDISK_ERR_IO:
@@ -189,19 +189,14 @@ static uint32_t nbd_error_of(vdisk_status st, uint16_t type)
 		switch (st.errnum) {
 		case ENOSPC:
 		case EDQUOT:
-		case EFBIG:
-			return NBD_ENOSPC;
-		case ENOMEM:
-			return NBD_ENOMEM;
+		case EFBIG: return NBD_ENOSPC;
+		case ENOMEM: return NBD_ENOMEM;
 		case EROFS:
 		case EPERM:
-		case EACCES:
-			return NBD_EPERM;
-		default:
-			return NBD_EIO;
+		case EACCES: return NBD_EPERM;
+		default: return NBD_EIO;
 		}
-	default:
-		return NBD_EIO;
+	default: return NBD_EIO;
 	}
 }
 
@@ -299,12 +294,8 @@ static void req_done(void *opaque, vdisk_status st)
 		return;
 	}
 	switch (r->type) {
-	case NBD_CMD_READ:
-		reply_read(r);
-		return;
-	case NBD_CMD_BLOCK_STATUS:
-		reply_extents(r);
-		return;
+	case NBD_CMD_READ: reply_read(r); return;
+	case NBD_CMD_BLOCK_STATUS: reply_extents(r); return;
 	case NBD_CMD_CACHE:
 		r->done += r->iov[1].iov_len;
 		if (r->done < r->len) {
@@ -314,8 +305,7 @@ static void req_done(void *opaque, vdisk_status st)
 			return;
 		}
 		break;
-	default:
-		break;
+	default: break;
 	}
 	reply_simple(r, 0);
 }
@@ -336,8 +326,7 @@ static uint32_t validate(const struct nbd_conn *c, const struct nbd_req *r, cons
 			allowed |= NBD_CMD_FLAG_DF;
 		break;
 	case NBD_CMD_WRITE:
-	case NBD_CMD_CACHE:
-		break;
+	case NBD_CMD_CACHE: break;
 	case NBD_CMD_TRIM:
 		if (!ro && !(c->eflags & NBD_FLAG_SEND_TRIM)) {
 			*msg = "trim is not supported by this export";
@@ -370,9 +359,7 @@ static uint32_t validate(const struct nbd_conn *c, const struct nbd_req *r, cons
 			return NBD_EINVAL;
 		}
 		break;
-	default:
-		*msg = "unknown command";
-		return NBD_EINVAL;
+	default: *msg = "unknown command"; return NBD_EINVAL;
 	}
 	if (r->flags & ~allowed) {
 		*msg = "flag not valid for this command";
@@ -394,7 +381,7 @@ static uint32_t validate(const struct nbd_conn *c, const struct nbd_req *r, cons
 	if (r->offset > c->export_size || r->len > c->export_size - r->offset) {
 		*msg = "beyond the end of the export";
 		return r->type == NBD_CMD_WRITE || r->type == NBD_CMD_WRITE_ZEROES ? NBD_ENOSPC
-		                                                                    : NBD_EINVAL;
+		                                                                   : NBD_EINVAL;
 	}
 	return 0;
 }
@@ -429,9 +416,7 @@ static void submit(struct nbd_req *r)
 		rc = vdisk_writev(q, sector, &r->iov[1], r->len ? 1 : 0,
 		                  fua && !s->emulate_fua ? VDISK_IO_FUA : 0, req_done, r);
 		break;
-	case NBD_CMD_FLUSH:
-		rc = vdisk_flush(q, req_done, r);
-		break;
+	case NBD_CMD_FLUSH: rc = vdisk_flush(q, req_done, r); break;
 	case NBD_CMD_TRIM:
 		r->flush_after = fua; /* unmap has no FUA of its own */
 		rc = vdisk_unmap(q, sector, count, 0, req_done, r);
@@ -453,8 +438,8 @@ static void submit(struct nbd_req *r)
 			reply_error(r, NBD_ENOMEM, "out of memory");
 			return;
 		}
-		rc = vdisk_extents(q, sector, count, (struct vdisk_extent *)r->data, NBD_MAX_EXTENTS,
-		                   &r->next_ext, req_done, r);
+		rc = vdisk_extents(q, sector, count, (struct vdisk_extent *)r->data,
+		                   NBD_MAX_EXTENTS, &r->next_ext, req_done, r);
 		break;
 	case NBD_CMD_CACHE:
 		if (r->len == 0) {

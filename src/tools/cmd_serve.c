@@ -15,39 +15,39 @@
 static int serve_main(int argc, char **argv);
 
 const struct vdisk_cmd vdisk_cmd_serve = {
-	.name = "serve",
-	.summary = "export a disk over NBD",
-	.usage =
-	    "Usage: vdisk serve SPEC [options]\n\n"
-	    "Serves SPEC to NBD clients (nbdinfo, nbdcopy, qemu, nbd-client, fio) until SIGINT\n"
-	    "or SIGTERM; then stops accepting, finishes the requests clients have sent,\n"
-	    "flushes the disk and exits 0.  When the socket is ready it writes the pid file\n"
-	    "and prints one line: the NBD URI to connect to.\n\n"
-	    "Where:\n"
-	    "  --unix PATH             listen on a Unix socket\n"
-	    "  --tcp HOST:PORT         listen on TCP (default 127.0.0.1:10809; port 0 picks\n"
-	    "                          one); other hosts can connect only if HOST says so\n"
-	    "  --stdio                 serve one client on stdin/stdout, then exit\n"
-	    "                          (with none of these, a socket passed by systemd socket\n"
-	    "                          activation, LISTEN_FDS, is used if there is one)\n"
-	    "What:\n"
-	    "  --export-name NAME      the export's name (default: empty)\n"
-	    "  --description TEXT      shown by clients (NBD_INFO_DESCRIPTION)\n"
-	    "  -r, --read-only         export read-only\n"
-	    "How:\n"
-	    "  --threads N             worker threads (default: one per CPU)\n"
-	    "  --max-connections N     at once; more are refused (default 100)\n"
-	    "  --handshake-timeout S   seconds a client has to negotiate (default 10; 0: no limit)\n"
-	    "  --pid-file PATH         write the server's pid here once it is ready\n"
-	    "  --foreground            stay in the foreground (the default; accepted for scripts)\n"
-	    "  -v, --verbose           log refused clients; twice: every connection\n"
-	    "TLS:\n"
-	    "  --tls=off|on|require    off: refuse STARTTLS; on: offer it; require: nothing\n"
-	    "                          without it (default: on if credentials are given)\n"
-	    "  --tls-cert FILE         PEM certificate (chain), with --tls-key FILE\n"
-	    "  --tls-psk FILE          pre-shared keys, lines 'identity:hexkey' (psktool format)\n\n"
-	    "Exit status: 0 after a clean stop, 1 on failure, 2 on a usage error.\n",
-	.main = serve_main,
+    .name = "serve",
+    .summary = "export a disk over NBD",
+    .usage =
+        "Usage: vdisk serve SPEC [options]\n\n"
+        "Serves SPEC to NBD clients (nbdinfo, nbdcopy, qemu, nbd-client, fio) until SIGINT\n"
+        "or SIGTERM; then stops accepting, finishes the requests clients have sent,\n"
+        "flushes the disk and exits 0.  When the socket is ready it writes the pid file\n"
+        "and prints one line: the NBD URI to connect to.\n\n"
+        "Where:\n"
+        "  --unix PATH             listen on a Unix socket\n"
+        "  --tcp HOST:PORT         listen on TCP (default 127.0.0.1:10809; port 0 picks\n"
+        "                          one); other hosts can connect only if HOST says so\n"
+        "  --stdio                 serve one client on stdin/stdout, then exit\n"
+        "                          (with none of these, a socket passed by systemd socket\n"
+        "                          activation, LISTEN_FDS, is used if there is one)\n"
+        "What:\n"
+        "  --export-name NAME      the export's name (default: empty)\n"
+        "  --description TEXT      shown by clients (NBD_INFO_DESCRIPTION)\n"
+        "  -r, --read-only         export read-only\n"
+        "How:\n"
+        "  --threads N             worker threads (default: one per CPU)\n"
+        "  --max-connections N     at once; more are refused (default 100)\n"
+        "  --handshake-timeout S   seconds a client has to negotiate (default 10; 0: no limit)\n"
+        "  --pid-file PATH         write the server's pid here once it is ready\n"
+        "  --foreground            stay in the foreground (the default; accepted for scripts)\n"
+        "  -v, --verbose           log refused clients; twice: every connection\n"
+        "TLS:\n"
+        "  --tls=off|on|require    off: refuse STARTTLS; on: offer it; require: nothing\n"
+        "                          without it (default: on if credentials are given)\n"
+        "  --tls-cert FILE         PEM certificate (chain), with --tls-key FILE\n"
+        "  --tls-psk FILE          pre-shared keys, lines 'identity:hexkey' (psktool format)\n\n"
+        "Exit status: 0 after a clean stop, 1 on failure, 2 on a usage error.\n",
+    .main = serve_main,
 };
 
 /* Cleared before the server is freed: the handler stays installed to the end,
@@ -134,23 +134,23 @@ enum {
 static int serve_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"unix", required_argument, NULL, OPT_UNIX},
-		{"tcp", required_argument, NULL, OPT_TCP},
-		{"stdio", no_argument, NULL, OPT_STDIO},
-		{"export-name", required_argument, NULL, OPT_EXPORT},
-		{"description", required_argument, NULL, OPT_DESC},
-		{"read-only", no_argument, NULL, 'r'},
-		{"threads", required_argument, NULL, OPT_THREADS},
-		{"max-connections", required_argument, NULL, OPT_MAXCONN},
-		{"handshake-timeout", required_argument, NULL, OPT_HSTIMEOUT},
-		{"pid-file", required_argument, NULL, OPT_PIDFILE},
-		{"foreground", no_argument, NULL, OPT_FOREGROUND},
-		{"verbose", no_argument, NULL, 'v'},
-		{"tls", required_argument, NULL, OPT_TLS},
-		{"tls-cert", required_argument, NULL, OPT_TLS_CERT},
-		{"tls-key", required_argument, NULL, OPT_TLS_KEY},
-		{"tls-psk", required_argument, NULL, OPT_TLS_PSK},
-		{NULL, 0, NULL, 0},
+	    {"unix", required_argument, NULL, OPT_UNIX},
+	    {"tcp", required_argument, NULL, OPT_TCP},
+	    {"stdio", no_argument, NULL, OPT_STDIO},
+	    {"export-name", required_argument, NULL, OPT_EXPORT},
+	    {"description", required_argument, NULL, OPT_DESC},
+	    {"read-only", no_argument, NULL, 'r'},
+	    {"threads", required_argument, NULL, OPT_THREADS},
+	    {"max-connections", required_argument, NULL, OPT_MAXCONN},
+	    {"handshake-timeout", required_argument, NULL, OPT_HSTIMEOUT},
+	    {"pid-file", required_argument, NULL, OPT_PIDFILE},
+	    {"foreground", no_argument, NULL, OPT_FOREGROUND},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"tls", required_argument, NULL, OPT_TLS},
+	    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+	    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+	    {"tls-psk", required_argument, NULL, OPT_TLS_PSK},
+	    {NULL, 0, NULL, 0},
 	};
 	const struct vdisk_cmd *cmd = &vdisk_cmd_serve;
 	struct vdisk_nbd_config cfg = {.struct_size = sizeof cfg};
@@ -175,14 +175,16 @@ static int serve_main(int argc, char **argv)
 			break;
 		case OPT_MAXCONN:
 			if (parse_uint(optarg, 1000000, &v) < 0 || v == 0)
-				return tool_usage(cmd, "--max-connections: '%s' is not a positive number",
-				                  optarg);
+				return tool_usage(
+				    cmd, "--max-connections: '%s' is not a positive number",
+				    optarg);
 			cfg.max_connections = (unsigned)v;
 			break;
 		case OPT_HSTIMEOUT:
 			if (parse_uint(optarg, 86400, &v) < 0)
-				return tool_usage(cmd, "--handshake-timeout: '%s' is not 0..86400 seconds",
-				                  optarg);
+				return tool_usage(
+				    cmd, "--handshake-timeout: '%s' is not 0..86400 seconds",
+				    optarg);
 			cfg.handshake_timeout_ms = v ? (int)(v * 1000) : -1;
 			break;
 		case OPT_PIDFILE: pid_file = optarg; break;
@@ -197,7 +199,8 @@ static int serve_main(int argc, char **argv)
 			else if (strcmp(optarg, "require") == 0)
 				cfg.tls = VDISK_NBD_TLS_REQUIRE;
 			else
-				return tool_usage(cmd, "--tls: '%s' is not off, on or require", optarg);
+				return tool_usage(cmd, "--tls: '%s' is not off, on or require",
+				                  optarg);
 			break;
 		case OPT_TLS_CERT: cfg.tls_cert = optarg; break;
 		case OPT_TLS_KEY: cfg.tls_key = optarg; break;

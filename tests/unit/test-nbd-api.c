@@ -227,10 +227,10 @@ static void test_run_and_stop(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_config),
-		cmocka_unit_test(test_listeners),
-		cmocka_unit_test(test_serve_fds),
-		cmocka_unit_test(test_run_and_stop),
+	    cmocka_unit_test(test_config),
+	    cmocka_unit_test(test_listeners),
+	    cmocka_unit_test(test_serve_fds),
+	    cmocka_unit_test(test_run_and_stop),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
