@@ -19,7 +19,7 @@ const struct vdisk_cmd vdisk_cmd_serve = {
     .summary = "export a disk over NBD",
     .usage =
         "Usage: vdisk serve SPEC [options]\n\n"
-        "Serves SPEC to NBD clients (nbdinfo, nbdcopy, qemu, nbd-client, fio) until SIGINT\n"
+        "Serves SPEC to NBD clients (nbdinfo, nbdcopy, qemu, fio, nbdfuse) until SIGINT\n"
         "or SIGTERM; then stops accepting, finishes the requests clients have sent,\n"
         "flushes the disk and exits 0.  When the socket is ready it writes the pid file\n"
         "and prints one line: the NBD URI to connect to.\n\n"
