@@ -196,7 +196,9 @@ def never_reads(srv, by):
             time.sleep(0.01)
     grown = srv.rss_kib() - base
     assert sent > 100 * len(req), "the server read nothing at all"
-    assert grown < 400 * 1024, f"server grew by {grown} KiB for one client"
+    # 64 MiB of payload in flight for the connection, plus the worker's cache of
+    # free buffers (64 MiB at most), plus slack
+    assert grown < 200 * 1024, f"server grew by {grown} KiB for one client"
     by.check("a client that never reads")
     r.close()
 
