@@ -516,6 +516,49 @@ static void test_clone_and_reset(void **state)
 	}
 }
 
+/* Requests beyond the inline bitmap (2048 sectors): pooled bitmaps, and with
+ * a cache a private buffer as large as the request (beyond the queue's bounce
+ * budget too). */
+static void test_large_requests(void **state)
+{
+	(void)state;
+	const uint64_t n = 72 * 1024; /* 36 MiB of 512-byte sectors */
+	make_file("big.img", n, SS, 30);
+	unsigned char *buf = tu_alloc(n * SS), *w = tu_alloc(64 * SS);
+	for (int cache = 0; cache < 2; cache++) {
+		char spec[512];
+		snprintf(
+		    spec, sizeof spec,
+		    "{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\"},{\"type\":\"ram\","
+		    "\"read-cache\":%s},{\"type\":\"disk\",\"disk\":\"file:path=@TMP@/big.img\"}]}",
+		    cache ? "true" : "false");
+		struct vdisk *d = tu_open(spec, 0);
+		struct vdisk_queue *q = vdisk_queue_create(d, NULL);
+		/* data in the top layer here and there */
+		for (uint64_t s = 1000; s < n; s += 9000) {
+			tu_pattern(w, 64 * SS, s, SS, 31);
+			assert_int_equal(tu_write(q, s, w, 64 * SS, 0).kind, VDISK_OK);
+		}
+		for (int pass = 0; pass < 2; pass++) {
+			memset(buf, 0x5a, n * SS);
+			assert_int_equal(tu_read(q, 0, buf, n * SS).kind, VDISK_OK);
+			for (uint64_t s = 0; s < n; s += 1000) {
+				bool top = (s >= 1000 && (s - 1000) % 9000 < 64);
+				unsigned char want[SS];
+				tu_pattern(want, SS, s, SS, top ? 31 : 30);
+				assert_memory_equal(buf + s * SS, want, SS);
+			}
+		}
+		if (cache)
+			assert_int_equal(stack_int(d, 1, "present_sectors"),
+			                 (json_int_t)(n - 8 * 64));
+		vdisk_queue_destroy(q);
+		vdisk_unref(d);
+	}
+	free(buf);
+	free(w);
+}
+
 static void expect_meta(const char *spec, enum vdisk_unmap_behavior unmap, bool fua,
                         uint32_t optimal)
 {
@@ -588,6 +631,7 @@ int main(void)
 	    cmocka_unit_test(test_visible_after_growth),
 	    cmocka_unit_test(test_extents_both_layers),
 	    cmocka_unit_test(test_clone_and_reset),
+	    cmocka_unit_test(test_large_requests),
 	    cmocka_unit_test(test_metadata),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
