@@ -260,9 +260,9 @@ int vdisk_register_driver(const struct vdisk_driver *drv);
 /* Open a child layer from a spec value (a JSON string spec or an object) as part
  * of d's stack; `what` names the field for error messages ("inner",
  * "disks[2]").  The child belongs to the core, which closes it after d's close
- * returns (so d may still do I/O on it while closing); do not unref it.  Until
- * the whole stack is built the child is a stack of its own, so d's open may use
- * the synchronous API on it. */
+ * returns (so d may still do I/O on it while closing, through the synchronous
+ * API or a queue of its own made with vdisk_queue_create(child)); do not unref
+ * it.  d's open, ctl and close may use the synchronous API on its children. */
 struct vdisk *vdisk_open_child(struct vdisk *d, json_t *spec, const char *what,
                                bool read_only);
 

@@ -170,8 +170,10 @@ struct vdisk_queue_opts {
 };
 
 /* Create a queue for issuing I/O to d from the calling thread.  A queue must be
- * used by one thread at a time; its callbacks run on that thread.  opts may be
- * NULL.  Returns NULL with vdisk_errmsg() set on failure. */
+ * used by one thread at a time; its callbacks run on that thread.  d is the top
+ * disk of a stack, or any layer of it found with vdisk_find(): a queue on a
+ * layer does I/O on that layer and those below it, bypassing the ones above.
+ * opts may be NULL.  Returns NULL with vdisk_errmsg() set on failure. */
 struct vdisk_queue *vdisk_queue_create(struct vdisk *d, const struct vdisk_queue_opts *opts);
 
 /* Destroy a queue.  No request may be in flight, except vdisk_wait_resize()
@@ -307,7 +309,7 @@ int vdisk_write_guest(struct vdisk_queue *q, uint64_t sector, const struct vdisk
 
 /* ------------------------------------------------------------------------- */
 /* Synchronous I/O, built on queues.  Safe from any thread; each call borrows a  */
-/* queue from a per-disk pool.  Return the operation's status.                  */
+/* queue from a pool of the layer it is given.  Return the operation's status.  */
 /* ------------------------------------------------------------------------- */
 
 /* Byte-addressed read and write: offset and len need not be sector-aligned

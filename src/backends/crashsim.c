@@ -15,9 +15,9 @@
  * each sector had before its first write (read from below before that write is
  * issued).  A crash computes the post-crash content of every sector written
  * since from those, in memory, and writes it down.  The crash call does that
- * I/O with a flush through the stack (vdisk_flush_sync): that flush, when it
- * reaches this layer, writes the post-crash image and flushes the disk below.
- * Layers above see a dead disk from the crash on.
+ * I/O with a flush of this layer (vdisk_flush_sync on it): that flush writes
+ * the post-crash image and flushes the disk below.  Layers above see a dead
+ * disk from the crash on.
  *
  * This is a test tool: it allocates per write (the copies) and serialises the
  * bookkeeping under one mutex. */
@@ -730,8 +730,7 @@ static int do_crash(struct vdisk *d, struct crashsim *c, json_t *args, json_t **
 	c->recovered_sectors += sectors;
 	pthread_mutex_unlock(&c->lock);
 
-	/* the I/O: a flush from the top of the stack reaches this layer, which
-	 * writes the image down with it */
+	/* the I/O: a flush of this layer writes the image down */
 	vdisk_status fst = vdisk_flush_sync(d);
 	pthread_mutex_lock(&c->lock);
 	bool pending = c->recovery_pending;

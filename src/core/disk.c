@@ -41,15 +41,27 @@ static void free_node(struct vdisk *d)
 
 static void sync_pool_drain(struct vdisk *d)
 {
-	while (d->sync_idle) {
+	for (;;) {
+		pthread_mutex_lock(&d->lock);
 		struct vdisk_queue *q = d->sync_idle;
-		d->sync_idle = q->next_idle;
+		if (q)
+			d->sync_idle = q->next_idle;
+		pthread_mutex_unlock(&d->lock);
+		if (!q)
+			break;
 		vdisk_queue_destroy(q);
 	}
 }
 
+static void sync_pools_drain(struct vdisk *d)
+{
+	sync_pool_drain(d);
+	for (unsigned i = 0; i < d->nchildren; i++)
+		sync_pools_drain(d->children[i]);
+}
+
 /* Close d and everything below it: parent first, so a parent may still do I/O
- * on its children while it closes. */
+ * on its children while it closes (never on itself). */
 static void close_tree(struct vdisk *d)
 {
 	sync_pool_drain(d);
@@ -238,18 +250,18 @@ located:
 /* Number the layers of the tree rooted at root (pre-order) and make root the
  * root of each.  Layers that were roots of their own while their parent opened
  * give up their queue pools. */
-static int count_nodes(struct vdisk *d)
+static unsigned count_nodes(struct vdisk *d)
 {
-	int n = 1;
+	unsigned n = 1;
 	for (unsigned i = 0; i < d->nchildren; i++)
 		n += count_nodes(d->children[i]);
+	d->subtree = n;
 	return n;
 }
 
 static void number_nodes(struct vdisk *root, struct vdisk *d, unsigned *next)
 {
 	if (d != root) {
-		sync_pool_drain(d);
 		free(d->nodes);
 		d->nodes = NULL;
 		d->nnodes = 0;
@@ -265,7 +277,11 @@ static void number_nodes(struct vdisk *root, struct vdisk *d, unsigned *next)
 
 static int finalize_root(struct vdisk *root)
 {
-	unsigned n = (unsigned)count_nodes(root), next = 0;
+	unsigned n = count_nodes(root), next = 0;
+	/* queues made on the layers while they were stacks of their own (the
+	 * parent's open doing I/O) index the old numbering */
+	for (unsigned i = 0; i < root->nchildren; i++)
+		sync_pools_drain(root->children[i]);
 	root->nodes = calloc(n, sizeof *root->nodes);
 	root->stats_done = calloc(n, sizeof *root->stats_done);
 	if (!root->nodes || !root->stats_done)
@@ -356,7 +372,7 @@ VD_EXPORT void vdisk_unref(struct vdisk *d)
 	struct vdisk *root = d->root;
 	if (atomic_fetch_sub_explicit(&root->refcnt, 1, memory_order_acq_rel) != 1)
 		return;
-	sync_pool_drain(root);
+	sync_pools_drain(root);
 	pthread_mutex_lock(&root->lock);
 	bool busy = root->queues != NULL;
 	pthread_mutex_unlock(&root->lock);

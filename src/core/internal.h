@@ -62,6 +62,7 @@ struct vdisk {
 	struct vdisk **children;
 	unsigned nchildren;
 	unsigned index;       /* in the root's nodes[] */
+	unsigned subtree;     /* layers from this one down: nodes[index .. index+subtree) */
 	struct vdisk *root;
 	struct vdisk **nodes; /* root only: every layer, index order */
 	unsigned nnodes;      /* root only */
@@ -74,7 +75,7 @@ struct vdisk {
 	struct vdisk_req *waiters;
 	struct vdisk_queue *queues;   /* root only: live queues (for stats) */
 	struct vd_stats *stats_done;  /* root only: totals of destroyed queues, per node */
-	struct vdisk_queue *sync_idle; /* root only: pool for the synchronous API */
+	struct vdisk_queue *sync_idle; /* queues on this layer for the synchronous API */
 };
 
 struct vd_pool {
@@ -88,7 +89,9 @@ struct vd_bounce_class {
 };
 
 struct vdisk_queue {
-	struct vdisk *root;
+	struct vdisk *top;  /* the layer it was created on: user I/O goes there */
+	struct vdisk *tree; /* the root of the stack */
+	unsigned first, last; /* the layers it has state for: nodes[first .. last) */
 	unsigned nnodes;
 	void **qstate;
 	struct vd_pool *pools;

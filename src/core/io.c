@@ -522,7 +522,7 @@ VD_EXPORT int vdisk_req_forward(struct vdisk_req *r, struct vdisk *inner)
 static inline struct vdisk_req *user_req(struct vdisk_queue *q, enum vdisk_op op,
                                          vdisk_done_fn *done, void *opaque)
 {
-	struct vdisk_req *r = vd_req_get(q, q->root);
+	struct vdisk_req *r = vd_req_get(q, q->top);
 	if (VD_UNLIKELY(!r))
 		return NULL;
 	r->op = (uint8_t)op;
@@ -638,7 +638,7 @@ VD_EXPORT int vdisk_wait_resize(struct vdisk_queue *q, uint64_t old_count, uint6
 	struct vdisk_req *r = user_req(q, VDISK_OP_READ, done, opaque);
 	if (!r)
 		return -ENOMEM;
-	struct vdisk *d = q->root;
+	struct vdisk *d = q->top;
 	r->op = VD_OP_WAIT_RESIZE;
 	r->resize_out = new_count;
 	r->resize_old = old_count;

@@ -25,16 +25,16 @@ VD_EXPORT struct vdisk_queue *vdisk_queue_create(struct vdisk *d,
 		vdisk_set_error("vdisk_queue_create: disk is NULL");
 		return NULL;
 	}
-	if (d->root != d) {
-		vdisk_set_error("vdisk_queue_create: queues are created on the top disk of a stack");
-		return NULL;
-	}
+	struct vdisk *tree = d->root;
 	struct vdisk_queue *q = calloc(1, sizeof *q);
-	unsigned n = d->nnodes;
+	unsigned n = tree->nnodes;
 	int inited = -1;
 	if (!q)
 		goto nomem;
-	q->root = d;
+	q->top = d;
+	q->tree = tree;
+	q->first = d->index;
+	q->last = d->index + d->subtree;
 	q->nnodes = n;
 	q->efd = q->epfd = q->tfd = -1;
 	q->done_tail = &q->done_head;
@@ -48,15 +48,15 @@ VD_EXPORT struct vdisk_queue *vdisk_queue_create(struct vdisk *d,
 	memset(q->stats, 0, n * sizeof *q->stats);
 	for (unsigned i = 0; i < n; i++)
 		q->pools[i].req_size =
-		    (sizeof(struct vdisk_req) + d->nodes[i]->meta.req_ctx_size + 63) & ~(size_t)63;
+		    (sizeof(struct vdisk_req) + tree->nodes[i]->meta.req_ctx_size + 63) & ~(size_t)63;
 	q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (q->efd < 0) {
 		vdisk_set_error_errno(errno, "vdisk_queue_create: eventfd");
 		goto fail;
 	}
 	/* children before parents: indices are pre-order */
-	for (int i = (int)n - 1; i >= 0; i--) {
-		struct vdisk *node = d->nodes[i];
+	for (int i = (int)q->last - 1; i >= (int)q->first; i--) {
+		struct vdisk *node = tree->nodes[i];
 		if (node->drv->queue_init && node->drv->queue_init(node, q, &q->qstate[i]) < 0) {
 			char where[128];
 			snprintf(where, sizeof where, "vdisk_queue_create: %s%s%s", node->path,
@@ -66,18 +66,18 @@ VD_EXPORT struct vdisk_queue *vdisk_queue_create(struct vdisk *d,
 			goto fail;
 		}
 	}
-	pthread_mutex_lock(&d->lock);
-	q->next_live = d->queues;
-	d->queues = q;
-	pthread_mutex_unlock(&d->lock);
+	pthread_mutex_lock(&tree->lock);
+	q->next_live = tree->queues;
+	tree->queues = q;
+	pthread_mutex_unlock(&tree->lock);
 	return q;
 
 nomem:
 	vdisk_set_error_errno(ENOMEM, "vdisk_queue_create");
 fail:
 	if (q) {
-		for (int i = inited >= 0 ? inited : (int)n; i < (int)n; i++) {
-			struct vdisk *node = d->nodes[i];
+		for (int i = inited >= 0 ? inited : (int)q->last; i < (int)q->last; i++) {
+			struct vdisk *node = tree->nodes[i];
 			if (node->drv->queue_fini)
 				node->drv->queue_fini(node, q, q->qstate[i]);
 		}
@@ -107,7 +107,7 @@ void vd_stats_add(struct vd_stats *dst, const struct vd_stats *src)
 
 static void drop_waiters(struct vdisk_queue *q)
 {
-	struct vdisk *d = q->root;
+	struct vdisk *d = q->top;
 	pthread_mutex_lock(&d->lock);
 	struct vdisk_req **pp = &d->waiters;
 	while (*pp) {
@@ -152,11 +152,11 @@ VD_EXPORT void vdisk_queue_destroy(struct vdisk_queue *q)
 {
 	if (!q)
 		return;
-	struct vdisk *d = q->root;
+	struct vdisk *d = q->tree;
 	drop_waiters(q);
 	if (q->inflight)
 		vd_bug("vdisk_queue_destroy: %u requests still in flight", q->inflight);
-	for (unsigned i = 0; i < q->nnodes; i++) {
+	for (unsigned i = q->first; i < q->last; i++) {
 		struct vdisk *node = d->nodes[i];
 		if (node->drv->queue_fini)
 			node->drv->queue_fini(node, q, q->qstate[i]);
@@ -516,22 +516,20 @@ static void tfd_update(struct vdisk_queue *q)
 
 struct vdisk_queue *vd_sync_queue_get(struct vdisk *d)
 {
-	struct vdisk *root = d->root;
-	pthread_mutex_lock(&root->lock);
-	struct vdisk_queue *q = root->sync_idle;
+	pthread_mutex_lock(&d->lock);
+	struct vdisk_queue *q = d->sync_idle;
 	if (q)
-		root->sync_idle = q->next_idle;
-	pthread_mutex_unlock(&root->lock);
+		d->sync_idle = q->next_idle;
+	pthread_mutex_unlock(&d->lock);
 	if (!q)
-		q = vdisk_queue_create(root, NULL);
+		q = vdisk_queue_create(d, NULL);
 	return q;
 }
 
 void vd_sync_queue_put(struct vdisk *d, struct vdisk_queue *q)
 {
-	struct vdisk *root = d->root;
-	pthread_mutex_lock(&root->lock);
-	q->next_idle = root->sync_idle;
-	root->sync_idle = q;
-	pthread_mutex_unlock(&root->lock);
+	pthread_mutex_lock(&d->lock);
+	q->next_idle = d->sync_idle;
+	d->sync_idle = q;
+	pthread_mutex_unlock(&d->lock);
 }

@@ -352,23 +352,27 @@ static void test_control(void **state)
 	vdisk_queue_destroy(q);
 	vdisk_unref(d);
 
-	/* a flush that cannot reach the simulator: the crash says so, and applies later */
-	d = tu_open("{\"type\":\"fault\",\"id\":\"f\",\"rules\":[{\"op\":\"flush\",\"id\":\"nf\"}],"
-	            "\"inner\":{\"type\":\"crashsim\",\"id\":\"cs\",\"inner\":\"ram:size=64k\"}}",
+	/* a disk below that refuses the post-crash image: the crash says so, and
+	 * applies later */
+	d = tu_open("{\"type\":\"crashsim\",\"id\":\"cs\",\"inner\":{\"type\":\"fault\",\"id\":\"f\","
+	            "\"rules\":[{\"op\":\"write\",\"id\":\"nw\",\"armed\":false}],"
+	            "\"inner\":\"ram:size=64k\"}}",
 	            0);
-	struct vdisk *cs = vdisk_find(d, "cs");
+	struct vdisk *cs = vdisk_find(d, "cs"), *f = vdisk_find(d, "f");
 	memset(buf, 9, 4096);
 	assert_int_equal(vdisk_pwrite(d, buf, 4096, 0, 0).kind, VDISK_OK);
+	assert_int_equal(vdisk_ctl(f, "arm", "{\"id\":\"nw\"}", NULL), 0);
 	assert_int_equal(vdisk_ctl(cs, "crash", "{\"mode\":\"drop\"}", NULL), -1);
 	assert_non_null(strstr(vdisk_errmsg(), "could not be written"));
 	assert_int_equal(vdisk_ctl(cs, "restart", NULL, NULL), -1);
-	assert_int_equal(vdisk_ctl(d, "disarm", NULL, NULL), 0);
+	assert_int_equal(vdisk_ctl(f, "disarm", NULL, NULL), 0);
 	assert_int_equal(vdisk_ctl(cs, "crash-apply", NULL, NULL), 0);
 	assert_int_equal(vdisk_ctl(cs, "restart", NULL, NULL), 0);
 	assert_int_equal(vdisk_pread(d, buf, 4096, 0).kind, VDISK_OK);
 	for (int i = 0; i < 4096; i++)
 		assert_int_equal(buf[i], 0);
 	vdisk_unref(cs);
+	vdisk_unref(f);
 	vdisk_unref(d);
 	free(buf);
 
