@@ -197,9 +197,14 @@ VD_EXPORT unsigned vdisk_queue_inflight(const struct vdisk_queue *q) { return q-
 /* Wake-ups                                                                    */
 /* ------------------------------------------------------------------------- */
 
+/* The eventfd protocol: efd_pending is set by the one kicker that finds it
+ * clear, which then writes the eventfd; it is cleared only by the queue's poll,
+ * after a read that consumed that write.  So while it is set, the eventfd is
+ * readable or about to be, and a kick that finds it set may skip the write: the
+ * poll that clears it looks at the remote list afterwards. */
 void vd_queue_kick(struct vdisk_queue *q)
 {
-	if (!atomic_exchange_explicit(&q->efd_pending, true, memory_order_acq_rel)) {
+	if (!atomic_exchange_explicit(&q->efd_pending, true, memory_order_seq_cst)) {
 		uint64_t one = 1;
 		ssize_t rc;
 		do
@@ -212,11 +217,16 @@ static void efd_reset(struct vdisk_queue *q)
 {
 	if (!atomic_load_explicit(&q->efd_pending, memory_order_acquire))
 		return;
-	atomic_store_explicit(&q->efd_pending, false, memory_order_release);
 	uint64_t v;
-	if (read(q->efd, &v, sizeof v) < 0 && errno == EAGAIN)
-		/* the kicker has not written yet: look again next time */
-		atomic_store_explicit(&q->efd_pending, true, memory_order_release);
+	/* Clearing before the read would let a kick that lands in between be
+	 * consumed by this read while its flag stays set: the eventfd empty, the
+	 * flag set, and every later kick silent.  EAGAIN: the kicker that set the
+	 * flag has not written yet; its write will come, so the flag stays. */
+	if (read(q->efd, &v, sizeof v) < 0)
+		return;
+	atomic_store_explicit(&q->efd_pending, false, memory_order_relaxed);
+	/* the caller reads the remote list next: not before the flag is clear */
+	atomic_thread_fence(memory_order_seq_cst);
 }
 
 /* Take what other threads completed, in the order they completed it. */
