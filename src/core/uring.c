@@ -92,11 +92,16 @@ int vd_uring_flush(struct vdisk_queue *q)
 	return rc;
 }
 
+/* Completions beyond the size of the completion ring wait in the kernel's
+ * overflow list until a system call asks for events; reading the ring alone
+ * never sees them, while the ring's descriptor stays readable.  So once the
+ * ring is empty, an overflow is flushed into it, as long as that brings some. */
 int vd_uring_reap(struct vdisk_queue *q)
 {
 	struct vdisk_uring_op *ops[REAP_BATCH];
 	int res[REAP_BATCH];
 	int total = 0;
+	bool got = true; /* since the last flush of the overflow */
 	for (;;) {
 		unsigned head, n = 0;
 		struct io_uring_cqe *cqe;
@@ -107,15 +112,19 @@ int vd_uring_reap(struct vdisk_queue *q)
 			if (++n == REAP_BATCH)
 				break;
 		}
-		if (!n)
+		if (n) {
+			io_uring_cq_advance(&q->ring, n);
+			q->ring_inflight -= n;
+			for (unsigned i = 0; i < n; i++)
+				ops[i]->cb(ops[i], res[i]);
+			total += (int)n;
+			got = true;
+			if (n == REAP_BATCH)
+				continue;
+		}
+		if (!got || !io_uring_cq_has_overflow(&q->ring) || io_uring_get_events(&q->ring) < 0)
 			break;
-		io_uring_cq_advance(&q->ring, n);
-		q->ring_inflight -= n;
-		for (unsigned i = 0; i < n; i++)
-			ops[i]->cb(ops[i], res[i]);
-		total += (int)n;
-		if (n < REAP_BATCH)
-			break;
+		got = false;
 	}
 	return total;
 }
