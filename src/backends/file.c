@@ -108,7 +108,9 @@ static int file_open(struct vdisk *d, json_t *cfg)
 	if (!f->path)
 		goto nomem;
 
-	int flags = (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC | (direct ? O_DIRECT : 0);
+	/* O_NONBLOCK until the file is known to be a regular one: opening a FIFO
+	 * for reading would wait for a writer */
+	int flags = (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK | (direct ? O_DIRECT : 0);
 	/* an image's access time means nothing, and keeping it costs every read a
 	 * clock read and a check (about 3% of a page-cache read); O_NOATIME is only
 	 * allowed to the owner, so fall back without it */
@@ -142,6 +144,11 @@ static int file_open(struct vdisk *d, json_t *cfg)
 	}
 	if (!S_ISREG(st.st_mode)) {
 		vdisk_set_error("path '%s': not a regular file", path);
+		goto fail;
+	}
+	/* io_uring would answer -EAGAIN rather than wait on a non-blocking file */
+	if (fcntl(f->fd, F_SETFL, fcntl(f->fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+		vdisk_set_error_errno(errno, "path '%s': fcntl", path);
 		goto fail;
 	}
 	if (have_create && (uint64_t)st.st_size != create) {

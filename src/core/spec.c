@@ -50,7 +50,8 @@ static json_t *parse_spec_file(const char *file)
 	json_t *v = NULL;
 	char *text = NULL;
 	struct stat st;
-	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: opening a FIFO for reading would wait for a writer */
+	int fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		vdisk_set_error_errno(errno, "spec file '%s'", file);
 		goto out;
@@ -167,7 +168,7 @@ int vd_probe_path(const char *file, bool read_only, const char **type)
 	unsigned char head[512], tail[512];
 	struct stat st;
 	int rc = -1;
-	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	int fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO: no wait */
 	(void)read_only;
 	*type = "file";
 	if (fd < 0)

@@ -1,0 +1,58 @@
+/* Specs that name odd files: a FIFO given as @file, as a bare path or as a
+ * read-only file path must be refused at once (never wait for a writer). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "testutil.h"
+#include "vdisk/vdisk.h"
+
+static char *path_of(const char *name)
+{
+	char *p;
+	if (asprintf(&p, "%s/%s", tu_tmpdir(), name) < 0)
+		abort();
+	return p;
+}
+
+/* Opening a FIFO for reading waits for a writer: a spec naming one must be
+ * refused without that wait.  The alarm only turns a hang into a failure. */
+static void expect_refused(const char *fmt, const char *path, const char *frag)
+{
+	char spec[1024];
+	snprintf(spec, sizeof spec, fmt, path);
+	alarm(20);
+	struct vdisk *d = vdisk_open(spec, 0);
+	alarm(0);
+	if (d)
+		fail_msg("'%s' opened", spec);
+	if (!strstr(vdisk_errmsg(), frag))
+		fail_msg("error for '%s' is '%s'; expected '%s'", spec, vdisk_errmsg(), frag);
+}
+
+static void test_fifo_is_refused(void **state)
+{
+	(void)state;
+	char *p = path_of("fifo");
+	assert_int_equal(mkfifo(p, 0600), 0);
+	expect_refused("@%s", p, "not a regular file");
+	expect_refused("%s", p, "not a regular file");
+	expect_refused("file:path=%s,read-only=on", p, "not a regular file");
+	unlink(p);
+	free(p);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_fifo_is_refused),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
