@@ -142,7 +142,8 @@ static json_t *parse_shorthand(const char *spec, size_t typelen)
 			vdisk_set_error("spec '%s': key '%s' given twice", spec, key);
 			goto fail;
 		}
-		json_object_set_new(obj, key, json_string(val));
+		/* a value need not be UTF-8: a path is any bytes */
+		json_object_set_new(obj, key, json_stringn_nocheck(val, strlen(val)));
 	}
 	free(buf);
 	return obj;
@@ -228,7 +229,7 @@ json_t *vd_spec_parse(const char *spec, const char *path)
 		return NULL;
 	}
 	json_object_set_new(obj, "type", json_string("?probe"));
-	json_object_set_new(obj, "path", json_string(spec));
+	json_object_set_new(obj, "path", json_stringn_nocheck(spec, strlen(spec)));
 	return obj;
 }
 

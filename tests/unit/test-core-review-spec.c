@@ -1,5 +1,8 @@
 /* Specs that name odd files: a FIFO given as @file, as a bare path or as a
- * read-only file path must be refused at once (never wait for a writer). */
+ * read-only file path must be refused at once (never wait for a writer), and a
+ * path that is not UTF-8 is still a path. */
+#include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -49,10 +52,38 @@ static void test_fifo_is_refused(void **state)
 	free(p);
 }
 
+static void test_non_utf8_path(void **state)
+{
+	(void)state;
+	char *p = path_of("\xff\xfe.img");
+	int fd = open(p, O_CREAT | O_RDWR, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 1 << 20), 0);
+	close(fd);
+	/* a bare path, probed */
+	struct vdisk *d = vdisk_open(p, 0);
+	if (!d)
+		fail_msg("bare path: %s", vdisk_errmsg());
+	assert_string_equal(vdisk_type(d), "file");
+	assert_int_equal(vdisk_sector_count(d), 2048);
+	vdisk_unref(d);
+	/* the shorthand */
+	char spec[1024];
+	snprintf(spec, sizeof spec, "file:path=%s", p);
+	d = vdisk_open(spec, 0);
+	if (!d)
+		fail_msg("shorthand: %s", vdisk_errmsg());
+	assert_int_equal(vdisk_sector_count(d), 2048);
+	vdisk_unref(d);
+	unlink(p);
+	free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fifo_is_refused),
+		cmocka_unit_test(test_non_utf8_path),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
