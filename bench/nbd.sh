@@ -6,7 +6,13 @@
 #   - nbdcopy of the whole export to null:;
 #   - the client's own ceiling: nbdkit's null plugin and vdisk serve null:,
 #     which serve no data at all, so what they reach is what fio's nbd engine
-#     (libnbd) can drive on this machine.
+#     (libnbd) can drive on this machine;
+#   - "pinned": 1 connection again with fio on CPU 0 and the server's threads
+#     on CPU 1.  Unpinned, the scheduler often puts fio and a server on the
+#     same CPU (a sync wake-up pulls the woken client next to the server),
+#     which roughly halves what either gets; runs flip between the two cases,
+#     so the unpinned rows are bimodal and the pinned ones are the steady
+#     comparison.
 # Every configuration runs REPS times, the servers interleaved within each
 # repetition so drift hits them alike; medians, min-max and ratios are
 # printed as Markdown.  A benchmark, never a test: nothing here fails on a
@@ -43,12 +49,14 @@ nproc=$(nproc)
 
 # name -> socket; each server is started once and serves every repetition
 declare -A SOCK
+declare -A PID # name -> pid, to pin a server's threads
 start() {
 	local name=$1
 	shift
 	local sock=$tmp/$name.sock
 	"$@" >"$tmp/$name.log" 2>&1 &
 	pids+=($!)
+	PID[$name]=$!
 	for ((i = 0; i < 200; i++)); do
 		[[ -S $sock ]] && break
 		sleep 0.05
@@ -66,13 +74,18 @@ start nbdkit-null nbdkit -f -U "$tmp/nbdkit-null.sock" null size=$SIZE
 servers=(vdisk nbdkit qemu-nbd vdisk-null nbdkit-null)
 declare -A R # "test|server" -> space-separated results
 
-fio_iops() { # server rw jobs
-	local out
+fio_iops() { # server rw jobs [pinned]
+	local out pin=()
 	sync
-	out=$(fio --name=b --ioengine=nbd --uri="nbd+unix:///?socket=${SOCK[$1]}" --rw="$2" \
+	if [[ ${4:-} == pinned ]]; then
+		taskset -a -p -c 1 "${PID[$1]}" >/dev/null
+		pin=(taskset -c 0)
+	fi
+	out=$("${pin[@]}" fio --name=b --ioengine=nbd --uri="nbd+unix:///?socket=${SOCK[$1]}" --rw="$2" \
 		--bs=4k --iodepth=32 --numjobs="$3" --group_reporting --time_based \
 		--runtime="$RUNTIME" --ramp_time="$RAMP" --iomem_align=4096 --size="$SIZE" \
 		--output-format=json 2>/dev/null)
+	[[ ${4:-} == pinned ]] && taskset -a -p -c 0-$((nproc - 1)) "${PID[$1]}" >/dev/null
 	sed -n '/^{/,$p' <<<"$out" |
 		/usr/bin/python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print(round(j["read"]["iops"]+j["write"]["iops"]))'
 }
@@ -85,10 +98,11 @@ copy_secs() { # server
 	/usr/bin/python3 -c "print(f'{$t1 - $t0:.3f}')"
 }
 
-tests=(randread-1 randwrite-1 randread-2 randwrite-2 nbdcopy)
+tests=(randread-1 randwrite-1 randread-2 randwrite-2 randread-1-pinned randwrite-1-pinned nbdcopy)
 [[ ${QUICK:-0} == 1 ]] && tests=(randread-1)
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg); $nproc CPUs; fio $(fio --version); nbdkit $(nbdkit --version | cut -d' ' -f2); $(qemu-nbd --version | head -1)" >&2
 for ((rep = 1; rep <= REPS; rep++)); do
+	cat "$img" >/dev/null # again: others on the machine may have evicted it
 	for t in "${tests[@]}"; do
 		for s in "${servers[@]}"; do
 			if [[ $t == nbdcopy ]]; then
@@ -96,7 +110,8 @@ for ((rep = 1; rep <= REPS; rep++)); do
 				v=$(copy_secs "$s")
 			else
 				[[ $s == *null && $t == randwrite* ]] && continue
-				v=$(fio_iops "$s" "${t%-*}" "${t#*-}")
+				IFS=- read -r rw jobs pinned <<<"$t"
+				v=$(fio_iops "$s" "$rw" "$jobs" "${pinned:-}")
 			fi
 			R[$t|$s]+="$v "
 			echo "rep $rep $t $s $v" >&2
