@@ -545,6 +545,12 @@ static int submit_rw(struct vdisk_queue *q, enum vdisk_op op, uint64_t sector,
 {
 	if (VD_UNLIKELY(!q || !done || iovcnt < 0 || (iovcnt && !iov) || (flags & ~VDISK_IO_FUA)))
 		return -EINVAL;
+	/* lengths that wrap around would pass for a short request while drivers
+	 * copy the real ones */
+	size_t len = 0;
+	for (int i = 0; i < iovcnt; i++)
+		if (VD_UNLIKELY(__builtin_add_overflow(len, iov[i].iov_len, &len)))
+			return -EINVAL;
 	struct vdisk_req *r = user_req(q, op, done, opaque);
 	if (VD_UNLIKELY(!r))
 		return -ENOMEM;
@@ -552,9 +558,6 @@ static int submit_rw(struct vdisk_queue *q, enum vdisk_op op, uint64_t sector,
 	r->iov = iov;
 	r->iovcnt = iovcnt;
 	r->flags = flags;
-	size_t len = 0;
-	for (int i = 0; i < iovcnt; i++)
-		len += iov[i].iov_len;
 	r->len = len;
 	vd_submit(r);
 	after_submit(q);
