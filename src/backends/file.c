@@ -123,12 +123,13 @@ static int file_open(struct vdisk *d, json_t *cfg)
 		goto fail;
 	}
 	if (f->fd < 0 && errno == ENOENT && have_create) {
-		f->fd = open(path, flags | O_CREAT | O_EXCL, 0666);
+		/* without O_DIRECT, set below: an open that creates the file and then
+		 * fails on O_DIRECT would leave the file behind */
+		f->fd = open(path, (flags & ~O_DIRECT) | O_CREAT | O_EXCL, 0666);
 		if (f->fd >= 0) {
 			f->created = true;
 			if (ftruncate(f->fd, (off_t)create) < 0) {
 				vdisk_set_error_errno(errno, "path '%s': setting size", path);
-				unlink(path);
 				goto fail;
 			}
 		}
@@ -147,8 +148,10 @@ static int file_open(struct vdisk *d, json_t *cfg)
 		goto fail;
 	}
 	/* io_uring would answer -EAGAIN rather than wait on a non-blocking file */
-	if (fcntl(f->fd, F_SETFL, fcntl(f->fd, F_GETFL) & ~O_NONBLOCK) < 0) {
-		vdisk_set_error_errno(errno, "path '%s': fcntl", path);
+	if (fcntl(f->fd, F_SETFL,
+	          (fcntl(f->fd, F_GETFL) & ~O_NONBLOCK) | (direct ? O_DIRECT : 0)) < 0) {
+		vdisk_set_error_errno(errno, "path '%s': %s", path,
+		                      direct ? "cannot open with O_DIRECT" : "fcntl");
 		goto fail;
 	}
 	if (have_create && (uint64_t)st.st_size != create) {
@@ -208,6 +211,9 @@ nomem:
 fail:
 	if (f->fd >= 0)
 		close(f->fd);
+	/* what create= made is gone again if the disk could not be opened */
+	if (f->created)
+		unlink(path);
 	free(f->path);
 	free(f);
 	return -1;
