@@ -201,10 +201,11 @@ VD_EXPORT unsigned vdisk_queue_inflight(const struct vdisk_queue *q) { return q-
  * clear, which then writes the eventfd; it is cleared only by the queue's poll,
  * after a read that consumed that write.  So while it is set, the eventfd is
  * readable or about to be, and a kick that finds it set may skip the write: the
- * poll that clears it looks at the remote list afterwards. */
+ * poll that clears it looks at the remote list afterwards, and as both sides
+ * exchange the flag, that poll sees what the kicker pushed before. */
 void vd_queue_kick(struct vdisk_queue *q)
 {
-	if (!atomic_exchange_explicit(&q->efd_pending, true, memory_order_seq_cst)) {
+	if (!atomic_exchange_explicit(&q->efd_pending, true, memory_order_acq_rel)) {
 		uint64_t one = 1;
 		ssize_t rc;
 		do
@@ -224,9 +225,7 @@ static void efd_reset(struct vdisk_queue *q)
 	 * flag has not written yet; its write will come, so the flag stays. */
 	if (read(q->efd, &v, sizeof v) < 0)
 		return;
-	atomic_store_explicit(&q->efd_pending, false, memory_order_relaxed);
-	/* the caller reads the remote list next: not before the flag is clear */
-	atomic_thread_fence(memory_order_seq_cst);
+	atomic_exchange_explicit(&q->efd_pending, false, memory_order_acq_rel);
 }
 
 /* Take what other threads completed, in the order they completed it. */
