@@ -333,7 +333,8 @@ void vdisk_timer_cancel(struct vdisk_queue *q, struct vdisk_timer *t);
 /* Bounce buffers: page-aligned, from a per-queue pool with a bounded budget.
  * Returns NULL when the budget is spent (return -EAGAIN: the core retries after
  * a completion); never when the queue holds no bounce buffer, so a request
- * larger than the whole budget still proceeds. */
+ * larger than the whole budget still proceeds, nor when the queue has nothing
+ * else in flight, so a child request whose parent holds the budget does too. */
 void *vdisk_bounce_get(struct vdisk_queue *q, size_t len);
 void vdisk_bounce_put(struct vdisk_queue *q, void *buf, size_t len);
 

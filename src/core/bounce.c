@@ -21,7 +21,7 @@ VD_EXPORT void *vdisk_bounce_get(struct vdisk_queue *q, size_t len)
 {
 	unsigned c = size_class(len);
 	size_t size = (size_t)PAGE << c;
-	if (q->bounce_count && q->bounce_out + size > q->bounce_budget)
+	if (q->bounce_count && q->bounce_out + size > q->bounce_budget && !q->bounce_waive)
 		return NULL;
 	void *p = NULL;
 	if (c < CACHED_CLASSES && q->bounce[c].free) {

@@ -135,6 +135,7 @@ struct vdisk_queue {
 	size_t bounce_out;
 	size_t bounce_budget;
 	unsigned bounce_count;
+	bool bounce_waive; /* retrying what no completion can unblock */
 
 	/* guest-mode iovec blocks */
 	void *iov_blocks;

@@ -286,6 +286,16 @@ VD_EXPORT int vdisk_queue_poll(struct vdisk_queue *q)
 		if (!progress)
 			break;
 	}
+	/* Requests refused for back-pressure that nothing in flight will relieve:
+	 * a child whose parent holds the bounce budget (crypt over crypt) would
+	 * wait for ever for its parent's completion.  They go once over the
+	 * budget. */
+	if (q->retry_head && !q->done_head && !q->ring_inflight && !q->remote_expected &&
+	    !q->ntimers) {
+		q->bounce_waive = true;
+		vd_queue_retry(q);
+		q->bounce_waive = false;
+	}
 	if (q->ring_ready && q->sq_pending)
 		vd_uring_flush(q);
 	q->in_poll--;
