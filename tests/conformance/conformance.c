@@ -158,6 +158,78 @@ static void test_range(struct ctx *c)
 	free(buf);
 }
 
+/* Edges every disk must get right: zero-length and zero-count requests at and
+ * past the end, extents that may return only what fits, empty iovecs between
+ * full ones, and more iovecs than the kernel takes in one call. */
+static void test_edges(struct ctx *c)
+{
+	c->test = "edges";
+	unsigned char *buf = tu_alloc(4 * (size_t)c->ss);
+	if (!c->ro) {
+		EXPECT_KIND(c, tu_write(c->q, c->count, buf, 0, 0), VDISK_OK,
+		            "zero-length write at the end");
+		EXPECT_KIND(c, tu_write(c->q, c->count + 1, buf, 0, 0), VDISK_ERR_ILLEGAL_BLOCK,
+		            "zero-length write past the end");
+		EXPECT_KIND(c, tu_unmap(c->q, c->count + 1, 0), VDISK_ERR_ILLEGAL_BLOCK,
+		            "zero-count unmap past the end");
+		EXPECT_KIND(c, tu_write_zeroes(c->q, c->count, 0, VDISK_ZERO_MAY_UNMAP), VDISK_OK,
+		            "zero-count write-zeroes at the end");
+		EXPECT_KIND(c, tu_write_zeroes(c->q, c->count + 1, 0, 0), VDISK_ERR_ILLEGAL_BLOCK,
+		            "zero-count write-zeroes past the end");
+		EXPECT_KIND(c, tu_write_zeroes(c->q, c->count - 1, 1, VDISK_IO_FUA), VDISK_OK,
+		            "write-zeroes of the last sector");
+	}
+	struct vdisk_extent e[2];
+	unsigned n = 99;
+	EXPECT_KIND(c, tu_extents(c->q, 0, 0, e, 2, &n), VDISK_OK, "extents of 0 sectors");
+	CHECK(c, n == 0, "extents of 0 sectors gave %u extents", n);
+	n = 99;
+	EXPECT_KIND(c, tu_extents(c->q, c->count, 0, e, 2, &n), VDISK_OK,
+	            "extents of 0 sectors at the end");
+	n = 99;
+	EXPECT_KIND(c, tu_extents(c->q, 0, c->count, e, 1, &n), VDISK_OK, "extents, room for one");
+	CHECK(c, n == 1 && e[0].sector == 0 && e[0].count >= 1 && e[0].count <= c->count,
+	      "extents with room for one gave n=%u", n);
+	n = 99;
+	EXPECT_KIND(c, tu_extents(c->q, 0, c->count, e, 0, &n), VDISK_OK, "extents, no room");
+	CHECK(c, n == 0, "extents with no room gave n=%u", n);
+
+	/* empty iovecs at the start, between and at the end */
+	if (!c->ro && !c->nodata && c->count >= 4) {
+		unsigned char *want = tu_alloc(2 * (size_t)c->ss), *got = tu_alloc(2 * (size_t)c->ss);
+		tu_pattern(want, 2 * (size_t)c->ss, 1, c->ss, 31);
+		struct iovec iov[5] = {{buf, 0}, {want, c->ss}, {buf, 0}, {want + c->ss, c->ss},
+		                       {buf, 0}};
+		EXPECT_KIND(c, tu_writev(c->q, 1, iov, 5, 0), VDISK_OK, "write with empty iovecs");
+		iov[1].iov_base = got;
+		iov[3].iov_base = got + c->ss;
+		EXPECT_KIND(c, tu_readv(c->q, 1, iov, 5), VDISK_OK, "read with empty iovecs");
+		CHECK(c, memcmp(got, want, 2 * (size_t)c->ss) == 0, "empty iovecs: data differs");
+		free(want);
+		free(got);
+	}
+
+	/* more iovecs than IOV_MAX (1024): 1100 pieces of 512 bytes */
+	size_t big = 1100 * 512;
+	if (!c->ro && !c->nodata && big % c->ss == 0 && big / c->ss <= c->count) {
+		unsigned char *want = tu_alloc(big), *got = tu_alloc(big);
+		struct iovec *iov = calloc(1100, sizeof *iov);
+		uint64_t s = c->count - big / c->ss;
+		tu_pattern(want, big, s, c->ss, 32);
+		for (int i = 0; i < 1100; i++)
+			iov[i] = (struct iovec){want + (size_t)i * 512, 512};
+		EXPECT_KIND(c, tu_writev(c->q, s, iov, 1100, 0), VDISK_OK, "write of 1100 iovecs");
+		for (int i = 0; i < 1100; i++)
+			iov[i] = (struct iovec){got + (size_t)i * 512, 512};
+		EXPECT_KIND(c, tu_readv(c->q, s, iov, 1100), VDISK_OK, "read of 1100 iovecs");
+		CHECK(c, memcmp(got, want, big) == 0, "1100 iovecs: data differs");
+		free(iov);
+		free(want);
+		free(got);
+	}
+	free(buf);
+}
+
 /* ------------------------------------------------------------------------- */
 /* Read-after-write through scatter-gather shapes                              */
 /* ------------------------------------------------------------------------- */
@@ -748,7 +820,8 @@ int vdisk_conformance(const char *spec, unsigned flags)
 	       c.ro ? ", read-only" : "");
 
 	void (*const tests[])(struct ctx *) = {
-		test_metadata,  test_representability, test_range,        test_rw_shapes,
+		test_metadata,  test_representability, test_range,        test_edges,
+		test_rw_shapes,
 		test_read_only, test_unmap,            test_write_zeroes, test_extents,
 		test_flush_fua, test_sync_and_guest,   test_concurrent,   test_resize,
 	};
