@@ -52,6 +52,10 @@ static vdisk_status byte_io(struct vdisk *d, bool write, unsigned char *buf, siz
 	uint64_t end;
 	if (__builtin_add_overflow(offset, (uint64_t)len, &end) || end > (uint64_t)INT64_MAX)
 		return vdisk_status_make(VDISK_ERR_ILLEGAL_BLOCK, 0);
+	/* the pieces are separate requests: without this, the ones inside the disk
+	 * would be written (or copied into buf) before the last one failed */
+	if (len && end > vd_sector_count(d) << d->shift)
+		return vdisk_status_make(VDISK_ERR_ILLEGAL_BLOCK, 0);
 	struct vdisk_queue *q = vd_sync_queue_get(d);
 	if (!q)
 		return no_queue();

@@ -1,11 +1,12 @@
 /* Malformed calls are refused by the submit function itself, before any driver
- * sees them. */
+ * sees them; requests out of range are refused before they change anything. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/uio.h>
 
 #include <cmocka.h>
@@ -48,10 +49,43 @@ static void test_iov_length_overflow(void **state)
 	}
 }
 
+/* vdisk_pwrite across the end of the disk: illegal-block, and the part that
+ * was inside the disk is not written either */
+static void test_pwrite_across_the_end_changes_nothing(void **state)
+{
+	(void)state;
+	static const char *const specs[] = {"ram:size=64k", "ram:size=64k,sector-size=4096"};
+	for (size_t s = 0; s < sizeof specs / sizeof *specs; s++) {
+		struct vdisk *d = tu_open(specs[s], 0);
+		uint64_t size = vdisk_sector_count(d) * vdisk_sector_size(d);
+		unsigned char ones[1000], back[1000];
+		memset(ones, 0xEE, sizeof ones);
+		static const uint64_t offs[] = {500, 512, 999}; /* bytes inside the disk */
+		for (size_t i = 0; i < sizeof offs / sizeof *offs; i++)
+			assert_int_equal(vdisk_pwrite(d, ones, sizeof ones, size - offs[i], 0).kind,
+			                 VDISK_ERR_ILLEGAL_BLOCK);
+		memset(back, 0x11, sizeof back);
+		assert_int_equal(vdisk_pread(d, back, 400, size - 400).kind, VDISK_OK);
+		for (size_t i = 0; i < 400; i++)
+			if (back[i] == 0xEE)
+				fail_msg("%s: a pwrite that failed wrote byte %zu before the end", specs[s],
+				         400 - i);
+		/* and a pread across the end leaves the buffer alone */
+		memset(back, 0x11, sizeof back);
+		assert_int_equal(vdisk_pread(d, back, sizeof back, size - 500).kind,
+		                 VDISK_ERR_ILLEGAL_BLOCK);
+		for (size_t i = 0; i < sizeof back; i++)
+			if (back[i] != 0x11)
+				fail_msg("%s: a pread that failed wrote byte %zu of the buffer", specs[s], i);
+		vdisk_unref(d);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_iov_length_overflow),
+		cmocka_unit_test(test_pwrite_across_the_end_changes_nothing),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
