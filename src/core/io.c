@@ -381,10 +381,29 @@ void vd_queue_retry(struct vdisk_queue *q)
 /* ------------------------------------------------------------------------- */
 
 static void wz_chunk(struct vdisk_req *r);
+static void wz_child_done(struct vdisk_req *c, vdisk_status st);
+
+/* An unmap is not durable by itself: FUA asks for a flush after it. */
+static void wz_flush(struct vdisk_req *r)
+{
+	struct vdisk_req *c = vdisk_req_alloc(r, r->disk);
+	if (!c) {
+		vdisk_req_complete(r, vdisk_status_io(ENOMEM));
+		return;
+	}
+	vdisk_req_prep_flush(c);
+	c->done = wz_child_done;
+	c->opaque = r;
+	vdisk_req_submit(c);
+}
 
 static void wz_child_done(struct vdisk_req *c, vdisk_status st)
 {
 	struct vdisk_req *r = c->opaque;
+	if (st.kind == VDISK_OK && c->op == VDISK_OP_UNMAP && (r->flags & VDISK_IO_FUA)) {
+		wz_flush(r);
+		return;
+	}
 	if (st.kind != VDISK_OK || r->resize_old >= r->sector + r->count) {
 		vdisk_req_complete(r, st);
 		return;
