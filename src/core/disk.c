@@ -443,8 +443,11 @@ VD_EXPORT void vdisk_meta_inherit(struct vdisk *d, struct vdisk *inner)
 
 void vd_wake_resize_waiters(struct vdisk *d)
 {
-	uint64_t cur = vd_sector_count(d);
 	pthread_mutex_lock(&d->lock);
+	/* read under the lock that waiters register under: read before it, a
+	 * resize that completed meanwhile would leave this one a stale count to
+	 * give to a waiter that registered with the newer one */
+	uint64_t cur = vd_sector_count(d);
 	struct vdisk_req **pp = &d->waiters;
 	while (*pp) {
 		struct vdisk_req *r = *pp;
