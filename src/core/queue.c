@@ -317,8 +317,6 @@ VD_EXPORT int vdisk_queue_wait(struct vdisk_queue *q, int64_t timeout_ns)
 			return n;
 		if (!q->inflight)
 			return 0;
-		if (q->done_head || q->retry_head)
-			continue;
 		uint64_t now = vdisk_now_ns();
 		int64_t left = -1;
 		if (timeout_ns >= 0) {
@@ -326,6 +324,13 @@ VD_EXPORT int vdisk_queue_wait(struct vdisk_queue *q, int64_t timeout_ns)
 				return 0;
 			left = timeout_ns - (int64_t)(now - start);
 		}
+		if (q->done_head)
+			continue;
+		/* requests refused for back-pressure are retried after a completion:
+		 * sleep until one comes, unless nothing is in flight that could
+		 * complete (then only trying again can help) */
+		if (q->retry_head && !q->ring_inflight && !q->remote_expected && !q->ntimers)
+			continue;
 		uint64_t tnext = vd_timer_next(q);
 		if (tnext != UINT64_MAX) {
 			int64_t t = tnext > now ? (int64_t)(tnext - now) : 0;
