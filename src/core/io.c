@@ -334,6 +334,10 @@ static int dispatch(struct vdisk_req *r)
 		r->next = NULL;
 		*q->retry_tail = r;
 		q->retry_tail = &r->next;
+		/* retries happen in poll: an event loop must come to it even when
+		 * nothing in flight will wake it */
+		if (VD_UNLIKELY(q->fd_used && !q->in_poll))
+			vd_queue_kick(q);
 		return 0;
 	}
 	finish(r, vdisk_status_io(rc < 0 ? -rc : EIO));

@@ -2,8 +2,10 @@
  * bounce buffer while its child request asks for another must not wait for
  * ever for budget that only its own completion would give back. */
 #include <errno.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,12 +87,20 @@ static void flag_cb(void *o, vdisk_status st)
 	f->st = st;
 }
 
+static bool fd_readable(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
 /* One write larger than half the budget (16 MiB): the outer layer's buffer
- * takes all of it, the inner one finds none left. */
-static void write_nested(const char *spec)
+ * takes all of it, the inner one finds none left.  With event_loop, the queue
+ * is driven as an event loop would: poll only when the descriptor says so. */
+static void write_nested(const char *spec, bool event_loop)
 {
 	struct vdisk *d = tu_open(spec, 0);
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
+	int fd = event_loop ? vdisk_queue_fd(q) : -1;
 	size_t len = 9u << 20;
 	unsigned char *want = tu_alloc(len), *got = tu_alloc(len);
 	tu_pattern(want, len, 8, 512, 1);
@@ -98,8 +108,11 @@ static void write_nested(const char *spec)
 	struct flag f = {0};
 	assert_int_equal(vdisk_writev(q, 8, &iov, 1, 0, flag_cb, &f), 0);
 	/* everything below completes inline: a few polls must finish it */
-	for (int i = 0; i < 1000 && !f.calls; i++)
+	for (int i = 0; i < 1000 && !f.calls; i++) {
+		if (event_loop && !fd_readable(fd))
+			fail_msg("%s: the queue has work but its descriptor is not readable", spec);
 		vdisk_queue_poll(q);
+	}
 	if (!f.calls)
 		fail_msg("%s: the write never completed", spec);
 	assert_int_equal(f.st.kind, VDISK_OK);
@@ -114,7 +127,10 @@ static void write_nested(const char *spec)
 static void test_nested_bounce_users(void **state)
 {
 	(void)state;
-	write_nested("{\"type\":\"stage\",\"inner\":{\"type\":\"stage\",\"inner\":\"ram:size=32M\"}}");
+	static const char *const spec =
+	    "{\"type\":\"stage\",\"inner\":{\"type\":\"stage\",\"inner\":\"ram:size=32M\"}}";
+	write_nested(spec, false);
+	write_nested(spec, true);
 }
 
 static void test_crypt_over_crypt(void **state)
@@ -124,7 +140,8 @@ static void test_crypt_over_crypt(void **state)
 	             "161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3"
 	             "e3f\",\"inner\":{\"type\":\"crypt\",\"key-hex\":\"404142434445464748494a4b4c4d4e4"
 	             "f505152535455565758595a5b5c5d5e5f606162636465666768696a6b6c6d6e6f70717273747576777"
-	             "8797a7b7c7d7e7f\",\"inner\":\"ram:size=32M\"}}");
+	             "8797a7b7c7d7e7f\",\"inner\":\"ram:size=32M\"}}",
+	             false);
 }
 
 int main(void)
