@@ -28,10 +28,11 @@ static bool is_type_name(const char *s, size_t n)
 	return true;
 }
 
-static json_t *parse_json_text(const char *text, const char *where)
+/* text is len bytes: a file may hold a NUL, where a C string would end */
+static json_t *parse_json_text(const char *text, size_t len, const char *where)
 {
 	json_error_t err;
-	json_t *v = json_loads(text, JSON_REJECT_DUPLICATES, &err);
+	json_t *v = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
 	if (!v) {
 		vdisk_set_error("%s: invalid JSON at line %d column %d: %s", where, err.line,
 		                err.column, err.text);
@@ -80,7 +81,7 @@ static json_t *parse_spec_file(const char *file)
 	{
 		char where[PATH_MAX + 32];
 		snprintf(where, sizeof where, "spec file '%s'", file);
-		v = parse_json_text(text, where);
+		v = parse_json_text(text, got, where);
 	}
 out:
 	free(text);
@@ -210,7 +211,7 @@ json_t *vd_spec_parse(const char *spec, const char *path)
 	while (isspace((unsigned char)*spec))
 		spec++;
 	if (*spec == '{')
-		return parse_json_text(spec, where);
+		return parse_json_text(spec, strlen(spec), where);
 	if (*spec == '@')
 		return parse_spec_file(spec + 1);
 

@@ -1,6 +1,7 @@
 /* Specs that name odd files: a FIFO given as @file, as a bare path or as a
- * read-only file path must be refused at once (never wait for a writer), and a
- * path that is not UTF-8 is still a path. */
+ * read-only file path must be refused at once (never wait for a writer), a
+ * path that is not UTF-8 is still a path, and a spec file is JSON to its last
+ * byte. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -79,11 +80,33 @@ static void test_non_utf8_path(void **state)
 	free(p);
 }
 
+static void test_spec_file_with_nul(void **state)
+{
+	(void)state;
+	char *p = path_of("nul.json");
+	static const char text[] = "{\"type\":\"null\",\"size\":\"1M\"}\0{{{ not JSON";
+	FILE *f = fopen(p, "w");
+	assert_non_null(f);
+	assert_int_equal(fwrite(text, 1, sizeof text - 1, f), sizeof text - 1);
+	fclose(f);
+	char spec[600];
+	snprintf(spec, sizeof spec, "@%s", p);
+	struct vdisk *d = vdisk_open(spec, 0);
+	if (d) {
+		vdisk_unref(d);
+		fail_msg("a spec file with a NUL and garbage after the JSON opened");
+	}
+	assert_non_null(strstr(vdisk_errmsg(), "invalid JSON"));
+	unlink(p);
+	free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fifo_is_refused),
 		cmocka_unit_test(test_non_utf8_path),
+		cmocka_unit_test(test_spec_file_with_nul),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
