@@ -9,8 +9,9 @@
  * is filled, after a miss, with what the layers below returned.
  *
  * Semantics follow the reference (section 5.9) with these deliberate changes:
- *  - a read through a read-cache layer never returns stale data: every sector
- *    that was read into the private buffer is copied back, not only the ones
+ *  - a read through a read-cache layer never returns stale data: a layer
+ *    answers all of a request's runs before the private buffer comes into use,
+ *    and every sector read into that buffer is copied back, not only the ones
  *    that populate a cache (the reference loses cache hits that land in the
  *    buffer after an earlier miss of the same request);
  *  - each run is clamped to what a lower layer can see, and the remaining runs
@@ -23,10 +24,10 @@
  *    its resizes and wait-for-resize.
  *
  * Requests carry a bitmap with one bit per sector ("supplied by a layer
- * above"); it lives in the request's context up to INLINE_SECTORS and in a
- * pooled buffer beyond.  The common case of a RAM diff over a disk in which the
- * RAM layer holds nothing of the range goes straight to the disk, with the
- * caller's buffers and no bitmap. */
+ * above"); it lives in the request's context up to INLINE_WORDS * 64 sectors
+ * and in a pooled buffer beyond.  The common cases skip the state machine: a
+ * read that RAM layers on top answer completely, and a read of which they hold
+ * nothing, which goes to the disk below whole, with the caller's buffers. */
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
