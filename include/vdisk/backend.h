@@ -275,7 +275,8 @@ struct vdisk *vdisk_open_child(struct vdisk *d, json_t *spec, const char *what,
 int vdisk_cfg_check(json_t *cfg, const char *const *allowed);
 /* Sizes: a number, or a string "512", "4k", "1M", "2G", "1T" (powers of 1024). */
 int vdisk_cfg_size(json_t *cfg, const char *key, uint64_t *out);
-/* Durations: "0", "250us", "2ms", "1s", or a number of nanoseconds. */
+/* Durations: "0", "100ns", "250us", "2ms", "1s" (a unit is required but for 0,
+ * which may also be the JSON number 0). */
 int vdisk_cfg_duration(json_t *cfg, const char *key, uint64_t *ns);
 /* Booleans: true/false, "true"/"false"/"on"/"off"/"yes"/"no"/"1"/"0". */
 int vdisk_cfg_bool(json_t *cfg, const char *key, bool *out);

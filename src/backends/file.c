@@ -172,7 +172,7 @@ static int file_open(struct vdisk *d, json_t *cfg)
 		f->off_align = 4096;
 		if (statx(f->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&
 		    (sx.stx_mask & STATX_DIOALIGN) && sx.stx_dio_offset_align) {
-			f->mem_align = sx.stx_dio_mem_align;
+			f->mem_align = sx.stx_dio_mem_align ? sx.stx_dio_mem_align : 1;
 			f->off_align = sx.stx_dio_offset_align;
 		}
 		if (f->off_align > ss) {
@@ -390,11 +390,24 @@ static void file_uring_cb(struct vdisk_uring_op *op, int res)
 /* Reads and writes                                                            */
 /* ------------------------------------------------------------------------- */
 
-/* O_DIRECT needs aligned memory; bounce what is not. */
+/* O_DIRECT wants every buffer address aligned to the memory alignment and every
+ * segment length to the offset alignment (the logical block of the device). */
+static bool direct_ok(const struct file *f, const struct vdisk_req *r)
+{
+	if (r->iovcnt > IOV_MAX)
+		return false;
+	for (int i = 0; i < r->iovcnt; i++)
+		if (((uintptr_t)r->iov[i].iov_base & (f->mem_align - 1)) ||
+		    (r->iov[i].iov_len & (f->off_align - 1)))
+			return false;
+	return true;
+}
+
+/* Bounce what O_DIRECT cannot take as it is. */
 static int need_bounce(struct file *f, struct vdisk_req *r)
 {
 	struct file_ctx *c = ctx_of(r);
-	if (!f->direct || (r->iovcnt <= IOV_MAX && vdisk_iov_aligned(r->iov, r->iovcnt, f->mem_align)))
+	if (!f->direct || direct_ok(f, r))
 		return 0;
 	c->bounce = vdisk_bounce_get(r->q, r->len);
 	if (!c->bounce)

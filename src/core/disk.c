@@ -72,11 +72,49 @@ static void close_tree(struct vdisk *d)
 	free_node(d);
 }
 
+/* A string that is not UTF-8 (a path can be any bytes) cannot be written as
+ * JSON: show it with its odd bytes as \xNN. */
+static json_t *printable(json_t *v)
+{
+	if (json_is_string(v)) {
+		const char *s = json_string_value(v);
+		size_t n = json_string_length(v);
+		json_t *ok = json_stringn(s, n);
+		if (ok)
+			return ok;
+		char *e = malloc(4 * n + 1), *o = e;
+		if (!e)
+			return json_string("?");
+		for (size_t i = 0; i < n; i++) {
+			unsigned char c = (unsigned char)s[i];
+			if (c >= 0x20 && c < 0x7f)
+				*o++ = (char)c;
+			else
+				o += sprintf(o, "\\x%02x", c);
+		}
+		*o = '\0';
+		json_t *r = json_string(e);
+		free(e);
+		return r;
+	}
+	if (json_is_object(v)) {
+		const char *k;
+		json_t *x;
+		json_object_foreach(v, k, x) json_object_set_new(v, k, printable(x));
+	} else if (json_is_array(v)) {
+		size_t i;
+		json_t *x;
+		json_array_foreach(v, i, x) json_array_set_new(v, i, printable(x));
+	}
+	return json_incref(v);
+}
+
 static void redact(json_t *cfg, const struct vdisk_driver *drv)
 {
 	for (size_t i = 0; drv->secret_keys && drv->secret_keys[i]; i++)
 		if (json_object_get(cfg, drv->secret_keys[i]))
 			json_object_set_new(cfg, drv->secret_keys[i], json_string("***"));
+	json_decref(printable(cfg));
 }
 
 static int validate_meta(struct vdisk *d)
@@ -288,6 +326,13 @@ static int finalize_root(struct vdisk *root)
 		return vdisk_set_error_errno(ENOMEM, "open");
 	root->nnodes = n;
 	number_nodes(root, root, &next);
+	for (unsigned i = 0; i < n; i++)
+		for (unsigned k = i + 1; root->nodes[i]->id && k < n; k++)
+			if (root->nodes[k]->id && strcmp(root->nodes[i]->id, root->nodes[k]->id) == 0)
+				return vdisk_set_error("id '%s' is given to two layers ('%s' and '%s')",
+				                       root->nodes[i]->id,
+				                       *root->nodes[i]->path ? root->nodes[i]->path : "top",
+				                       root->nodes[k]->path);
 	return 0;
 }
 
@@ -361,6 +406,8 @@ VD_EXPORT struct vdisk *vdisk_open_child(struct vdisk *d, json_t *spec, const ch
 
 VD_EXPORT struct vdisk *vdisk_ref(struct vdisk *d)
 {
+	if (!d)
+		return NULL;
 	atomic_fetch_add_explicit(&d->root->refcnt, 1, memory_order_relaxed);
 	return d;
 }
@@ -478,6 +525,8 @@ VD_EXPORT void vdisk_set_sector_count(struct vdisk *d, uint64_t count)
 VD_EXPORT int vdisk_resize(struct vdisk *d, uint64_t n)
 {
 	vd_clear_error();
+	if (!d)
+		return vdisk_set_error("vdisk_resize: disk is NULL");
 	struct vdisk *t = d;
 	while (!t->drv->resize && t->size_src)
 		t = t->size_src;
@@ -496,8 +545,12 @@ VD_EXPORT int vdisk_resize(struct vdisk *d, uint64_t n)
 
 VD_EXPORT struct vdisk *vdisk_find(struct vdisk *d, const char *id)
 {
-	struct vdisk *root = d->root;
 	vd_clear_error();
+	if (!d) {
+		vdisk_set_error("vdisk_find: disk is NULL");
+		return NULL;
+	}
+	struct vdisk *root = d->root;
 	for (unsigned i = 0; id && i < root->nnodes; i++) {
 		struct vdisk *n = root->nodes[i];
 		if (n->id && strcmp(n->id, id) == 0)
@@ -514,8 +567,8 @@ VD_EXPORT int vdisk_ctl(struct vdisk *d, const char *op, const char *json_args, 
 	vd_clear_error();
 	if (result)
 		*result = NULL;
-	if (!op)
-		return vdisk_set_error("vdisk_ctl: op is NULL");
+	if (!d || !op)
+		return vdisk_set_error("vdisk_ctl: %s is NULL", d ? "op" : "disk");
 	if (!d->drv->ctl)
 		return vdisk_set_error("vdisk_ctl: a %s layer has no control operations",
 		                       d->drv->name);

@@ -88,6 +88,10 @@ static void add_layers(json_t *arr, struct vdisk *d, unsigned depth, unsigned fl
 VD_EXPORT char *vdisk_inspect(struct vdisk *d, unsigned flags)
 {
 	vd_clear_error();
+	if (!d) {
+		vdisk_set_error("vdisk_inspect: disk is NULL");
+		return NULL;
+	}
 	struct vdisk *root = d->root;
 	struct vd_stats *totals = NULL;
 	if (flags & VDISK_INSPECT_STATS) {

@@ -494,7 +494,10 @@ int vd_timer_run(struct vdisk_queue *q)
 {
 	int n = 0;
 	uint64_t now = vdisk_now_ns();
-	while (q->ntimers && q->theap[0]->deadline <= now) {
+	/* at most as many runs as there were timers: one that re-arms itself for
+	 * a time already past (a retry) waits for the next poll, not forever */
+	unsigned budget = q->ntimers;
+	while (budget-- && q->ntimers && q->theap[0]->deadline <= now) {
 		struct vdisk_timer *t = q->theap[0];
 		vdisk_timer_cancel(q, t);
 		t->fn(t);

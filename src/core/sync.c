@@ -48,6 +48,8 @@ static vdisk_status no_queue(void) { return vdisk_status_io(ENOMEM); }
 static vdisk_status byte_io(struct vdisk *d, bool write, unsigned char *buf, size_t len,
                             uint64_t offset, unsigned flags)
 {
+	if (!d || (len && !buf))
+		return vdisk_status_make(VDISK_ERR_INVALID_INPUT, EINVAL);
 	uint32_t ss = d->meta.sector_size;
 	uint64_t end;
 	if (__builtin_add_overflow(offset, (uint64_t)len, &end) || end > (uint64_t)INT64_MAX)
@@ -111,7 +113,7 @@ VD_EXPORT vdisk_status vdisk_pread(struct vdisk *d, void *buf, size_t len, uint6
 VD_EXPORT vdisk_status vdisk_pwrite(struct vdisk *d, const void *buf, size_t len,
                                     uint64_t offset, unsigned flags)
 {
-	if (flags & ~VDISK_IO_FUA)
+	if (!d || (flags & ~VDISK_IO_FUA))
 		return vdisk_status_make(VDISK_ERR_INVALID_INPUT, EINVAL);
 	if (d->meta.read_only)
 		return vdisk_status_make(VDISK_ERR_READ_ONLY, 0);
@@ -120,6 +122,8 @@ VD_EXPORT vdisk_status vdisk_pwrite(struct vdisk *d, const void *buf, size_t len
 
 #define SYNC_CALL(d, call)                                                                \
 	do {                                                                                  \
+		if (!d)                                                                           \
+			return vdisk_status_make(VDISK_ERR_INVALID_INPUT, EINVAL);                    \
 		struct vdisk_queue *q = vd_sync_queue_get(d);                                     \
 		if (!q)                                                                           \
 			return no_queue();                                                            \

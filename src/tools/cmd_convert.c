@@ -155,7 +155,9 @@ static void *reader(void *arg)
 			pthread_mutex_unlock(&j->lock);
 			continue;
 		}
+		pthread_mutex_lock(&j->lock);
 		s->state = SLOT_READING;
+		pthread_mutex_unlock(&j->lock);
 		s->iov = (struct iovec){s->buf, (size_t)s->len};
 		int rc = vdisk_readv(q, s->off / ss, &s->iov, 1, read_done, s);
 		if (rc < 0) {

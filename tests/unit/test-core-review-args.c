@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <stdio.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -81,11 +83,62 @@ static void test_pwrite_across_the_end_changes_nothing(void **state)
 	}
 }
 
+static void test_null_disk_refused(void **state)
+{
+	(void)state;
+	char buf[16];
+	assert_int_equal(vdisk_pread(NULL, buf, 1, 0).kind, VDISK_ERR_INVALID_INPUT);
+	assert_int_equal(vdisk_pwrite(NULL, buf, 1, 0, 0).kind, VDISK_ERR_INVALID_INPUT);
+	assert_int_equal(vdisk_flush_sync(NULL).kind, VDISK_ERR_INVALID_INPUT);
+	assert_null(vdisk_inspect(NULL, 0));
+	assert_non_null(strstr(vdisk_errmsg(), "NULL"));
+	assert_null(vdisk_find(NULL, "x"));
+	assert_int_equal(vdisk_resize(NULL, 1), -1);
+	assert_int_equal(vdisk_ctl(NULL, "x", NULL, NULL), -1);
+	assert_null(vdisk_ref(NULL));
+	vdisk_unref(NULL);
+	assert_null(vdisk_queue_create(NULL, NULL));
+}
+
+static void test_duplicate_ids_refused(void **state)
+{
+	(void)state;
+	assert_null(vdisk_open("{\"type\":\"striped\",\"chunk-size\":\"4k\",\"id\":\"a\",\"disks\":"
+	                       "[{\"type\":\"ram\",\"size\":\"1M\",\"id\":\"m\"},"
+	                       "{\"type\":\"ram\",\"size\":\"1M\",\"id\":\"m\"}]}",
+	                       0));
+	assert_non_null(strstr(vdisk_errmsg(), "id 'm' is given to two layers"));
+}
+
+static void test_inspect_non_utf8_path(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/vdisk-utf8.XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char spec[128];
+	snprintf(spec, sizeof spec, "file:path=%s/caf\xe9.img,create=1M", dir);
+	struct vdisk *d = vdisk_open(spec, 0);
+	assert_non_null(d);
+	char *s = vdisk_inspect(d, 0);
+	if (!s)
+		fail_msg("inspect failed: %s", vdisk_errmsg());
+	assert_non_null(strstr(s, "caf\\\\xe9.img"));
+	free(s);
+	vdisk_unref(d);
+	char path[128];
+	snprintf(path, sizeof path, "%s/caf\xe9.img", dir);
+	unlink(path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_iov_length_overflow),
 		cmocka_unit_test(test_pwrite_across_the_end_changes_nothing),
+		cmocka_unit_test(test_null_disk_refused),
+		cmocka_unit_test(test_duplicate_ids_refused),
+		cmocka_unit_test(test_inspect_non_utf8_path),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
