@@ -337,6 +337,13 @@ static void read_page(struct ram_layer *m, struct lio *io, struct iov_cur *cur, 
 	}
 }
 
+static bool ram_surely_absent(struct layer *l, uint64_t sector, uint64_t count)
+{
+	struct ram_layer *m = l->priv;
+	return atomic_load_explicit(&m->pages, memory_order_acquire) == 0 &&
+	       sector + count <= atomic_load_explicit(&m->zero_after, memory_order_acquire);
+}
+
 static vdisk_status ram_read(struct ram_layer *m, struct lio *io)
 {
 	uint64_t s = io->sector, end = s + io->count;
@@ -436,9 +443,9 @@ static vdisk_status ram_write(struct ram_layer *m, struct lio *io)
 		 * (it cost a quarter of a 4 KiB write). */
 		if ((v & bits) != bits) {
 			uintptr_t old = atomic_fetch_or_explicit(slot, bits, memory_order_release);
-			atomic_fetch_add_explicit(&m->present,
-			                          (uint64_t)__builtin_popcount(bits & ~(unsigned)old),
-			                          memory_order_relaxed);
+			atomic_fetch_add_explicit(
+			    &m->present, (uint64_t)__builtin_popcount(bits & ~(unsigned)old),
+			    memory_order_relaxed);
 		}
 		s = stop;
 	}
@@ -708,6 +715,7 @@ const struct layer_ops layered_ram_ops = {
     .open = ram_open,
     .close = ram_close,
     .maybe_present = ram_maybe_present,
+    .surely_absent = ram_surely_absent,
     .submit = ram_submit,
     .resize = ram_resize,
     .sector_count = ram_sector_count,

@@ -444,6 +444,27 @@ static int layered_read(struct vdisk_req *r)
 		vdisk_req_complete(r, vdisk_status_ok());
 		return 0;
 	}
+	uint64_t end = r->sector + r->count;
+	/* The RAM diff that holds nothing of the range, over a disk: straight to
+	 * the disk with the caller's buffers, before any bookkeeping.  Layer 0's
+	 * size is checked again: it may have shrunk since the core's check. */
+	unsigned k = 0;
+	while (k < ld->n && ld->layers[k].ops->surely_absent && !ld->layers[k].read_cache &&
+	       (k == 0 || end <= ld->layers[k].visible) &&
+	       ld->layers[k].ops->surely_absent(&ld->layers[k], r->sector, r->count))
+		k++;
+	if (k > 0 && k < ld->n && ld->layers[k].meta.fully_present &&
+	    end <= ld->layers[k].visible && end <= layer_sector_count(&ld->layers[0])) {
+		struct vdisk_req *child = vdisk_req_alloc(r, ld->layers[k].priv);
+		if (!child)
+			return -ENOMEM;
+		vdisk_req_prep_rw(child, VDISK_OP_READ, r->sector, r->iov, r->iovcnt, 0);
+		child->done = direct_done;
+		child->opaque = r;
+		vdisk_req_submit(child);
+		return 0;
+	}
+
 	c->n = r->count;
 	c->missed = 0;
 	c->bounce_active = false;
@@ -480,10 +501,8 @@ static int layered_read(struct vdisk_req *r)
 	 * without a lock); if they supplied everything the read is done, and if
 	 * they supplied nothing and a disk comes next, the read goes to it
 	 * whole, with the caller's buffers. */
-	unsigned k = 0;
 	bool some = false;
-	uint64_t end = r->sector + r->count;
-	for (; k < ld->n; k++) {
+	for (k = 0; k < ld->n; k++) {
 		struct layer *l = &ld->layers[k];
 		if (!l->meta.inline_io || l->read_cache || (k > 0 && end > l->visible))
 			break;

@@ -122,6 +122,9 @@ struct layer_ops {
 	/* Cheap check without I/O: false only if no sector of [sector, sector+count)
 	 * is present.  NULL: unknown (always ask the layer). */
 	bool (*maybe_present)(struct layer *l, uint64_t sector, uint64_t count);
+	/* Lock-free: true only if certainly no sector of the range is present
+	 * (may say false when unsure).  NULL: never sure. */
+	bool (*surely_absent)(struct layer *l, uint64_t sector, uint64_t count);
 	int (*submit)(struct lio *io); /* 1: finished inline (io->st set); 0: later */
 	/* Control path: change the sector count.  NULL: not resizable. */
 	int (*resize)(struct layer *l, uint64_t new_count);
