@@ -253,12 +253,6 @@ static int setup(struct run *r, struct input *in)
 		struct mlayer *l = &r->l[i];
 		unsigned t = get8(in), f = get8(in), z = get8(in);
 		l->type = (enum ltype)(t % 4);
-		/* The ram backend does not zero an unmap of 512-byte sectors that
-		 * straddles a page boundary without covering a whole page (its
-		 * zero_range() looks only at the first page).  Until that is fixed,
-		 * a ram disk under a layer has 4096-byte sectors here. */
-		if (l->type == L_DISK_RAM && r->m.ss != 4096)
-			l->type = L_DISK_FILE;
 		l->read_cache = f & 1;
 		l->write_through = f & 2;
 		l->count = sizes[z % 6];

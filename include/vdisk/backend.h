@@ -223,7 +223,9 @@ struct vdisk_driver {
 	int (*extents)(struct vdisk_req *r);
 	int (*eject)(struct vdisk_req *r);
 
-	/* Control path (any thread). */
+	/* Control path (any thread).  resize is called only when the driver put
+	 * VDISK_CAP_RESIZE in its metadata (it may know only at open whether it
+	 * can). */
 	int (*resize)(struct vdisk *d, uint64_t new_count);      /* -1 + vdisk_set_error */
 	int (*inspect)(struct vdisk *d, json_t *obj);            /* add "config" etc. */
 	int (*ctl)(struct vdisk *d, const char *op, json_t *args, json_t **result);

@@ -78,16 +78,19 @@ static void zero_range(struct ram *m, uint64_t off, uint64_t len)
 {
 	uint64_t end = off + len;
 	uint64_t first = round_up(off, PAGE), last = end / PAGE * PAGE;
-	if (first >= last) {
+	if (first > last) {
 		/* inside one page */
 		if (len && page_written(m, off / PAGE))
 			memset(m->base + off, 0, len);
 		return;
 	}
+	/* the partial pages at either end (two neighbours when first == last) */
 	if (off < first && page_written(m, off / PAGE))
 		memset(m->base + off, 0, first - off);
 	if (last < end && page_written(m, last / PAGE))
 		memset(m->base + last, 0, end - last);
+	if (first == last)
+		return;
 	madvise(m->base + first, last - first, MADV_DONTNEED);
 	for (uint64_t p = first / PAGE; p < last / PAGE; p++) {
 		if (p % 64 == 0 && p + 64 <= last / PAGE) {
@@ -186,7 +189,7 @@ static int ram_open(struct vdisk *d, json_t *cfg)
 	meta->sector_count = size >> m->shift;
 	meta->fua = true;
 	meta->unmap = VDISK_UNMAP_ZEROES;
-	meta->caps = VDISK_CAP_SHARED_FLUSH | VDISK_CAP_FAST_ZERO;
+	meta->caps = VDISK_CAP_SHARED_FLUSH | VDISK_CAP_FAST_ZERO | VDISK_CAP_RESIZE;
 	return 0;
 }
 

@@ -147,8 +147,6 @@ static int validate_meta(struct vdisk *d)
 		m->caps |= VDISK_CAP_WRITE_ZEROES;
 	if (d->drv->extents)
 		m->caps |= VDISK_CAP_EXTENTS;
-	if (d->drv->resize)
-		m->caps |= VDISK_CAP_RESIZE;
 	if (d->drv->eject)
 		m->caps |= VDISK_CAP_EJECT;
 	/* write-zeroes on a disk that unmaps to zeroes is fast through unmap */
@@ -530,7 +528,7 @@ VD_EXPORT int vdisk_resize(struct vdisk *d, uint64_t n)
 	struct vdisk *t = d;
 	while (!t->drv->resize && t->size_src)
 		t = t->size_src;
-	if (!t->drv->resize)
+	if (!t->drv->resize || !(d->meta.caps & VDISK_CAP_RESIZE))
 		return vdisk_set_error("vdisk_resize: a %s disk cannot be resized", d->drv->name);
 	if (n == 0 || n > t->max_sector)
 		return vdisk_set_error("vdisk_resize: %" PRIu64 " sectors is not a valid size", n);

@@ -187,8 +187,9 @@ static void test_wait_resize(void **state)
 	d = tu_open("{\"type\":\"layered\",\"layers\":[{\"type\":\"disk\",\"disk\":"
 	            "\"file:path=@TMP@/fixed.img\"}]}",
 	            0);
+	assert_false(vdisk_caps(d) & VDISK_CAP_RESIZE);
 	assert_int_equal(vdisk_resize(d, 256), -1);
-	assert_non_null(strstr(vdisk_errmsg(), "layers[0]"));
+	assert_non_null(strstr(vdisk_errmsg(), "cannot be resized"));
 	assert_int_equal(vdisk_sector_count(d), 8);
 	vdisk_unref(d);
 }

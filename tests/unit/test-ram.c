@@ -83,6 +83,24 @@ static void test_extents(void **state)
 	vdisk_unref(d);
 }
 
+static void test_unmap_across_a_page_boundary(void **state)
+{
+	(void)state;
+	/* sectors 20..26 cross from page 2 into page 3 without covering either;
+	 * only page 3 holds data */
+	struct vdisk *d = tu_open("ram:size=1M", 0);
+	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
+	unsigned char buf[512];
+	memset(buf, 0x77, sizeof buf);
+	assert_int_equal(tu_write(q, 24, buf, sizeof buf, 0).kind, VDISK_OK);
+	assert_int_equal(tu_unmap(q, 20, 7).kind, VDISK_OK);
+	assert_int_equal(tu_read(q, 24, buf, sizeof buf).kind, VDISK_OK);
+	for (size_t i = 0; i < sizeof buf; i++)
+		assert_int_equal(buf[i], 0);
+	vdisk_queue_destroy(q);
+	vdisk_unref(d);
+}
+
 static void test_partial_unmap_zeroes(void **state)
 {
 	(void)state;
@@ -217,6 +235,7 @@ int main(void)
 		cmocka_unit_test(test_sparse),
 		cmocka_unit_test(test_extents),
 		cmocka_unit_test(test_partial_unmap_zeroes),
+		cmocka_unit_test(test_unmap_across_a_page_boundary),
 		cmocka_unit_test(test_resize_wakes_every_waiter),
 		cmocka_unit_test(test_shrink_then_grow_reads_zeros),
 		cmocka_unit_test(test_resize_limits),

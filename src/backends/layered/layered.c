@@ -983,6 +983,11 @@ static int layered_open(struct vdisk *d, json_t *cfg)
 	m->unmap = unmap;
 	m->optimal_unmap_sectors = optimal;
 	m->caps = shared_flush ? VDISK_CAP_SHARED_FLUSH : 0;
+	/* resizable when the layer on top is: a disk that says so, or a writable
+	 * in-memory or SQLite layer */
+	if (top->ops->resize && !ld->read_only &&
+	    (top->ops != &layered_disk_ops || (vdisk_caps(top->priv) & VDISK_CAP_RESIZE)))
+		m->caps |= VDISK_CAP_RESIZE;
 	m->has_pr = false;
 	m->req_ctx_size = sizeof(struct lreq);
 	ld->ss = top->meta.sector_size;
