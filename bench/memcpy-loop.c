@@ -20,7 +20,8 @@ int main(int argc, char **argv)
 	size_t size = argc > 1 ? strtoull(argv[1], NULL, 0) : (1ull << 30);
 	double seconds = argc > 2 ? atof(argv[2]) : 5;
 	size_t bs = 4096, blocks = size / bs;
-	unsigned char *src = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	unsigned char *src =
+	    mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (src == MAP_FAILED)
 		return 1;
 	madvise(src, size, MADV_HUGEPAGE);

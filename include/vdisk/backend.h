@@ -68,16 +68,16 @@ typedef void vdisk_req_done_fn(struct vdisk_req *r, vdisk_status st);
  * rest belongs to the core.  The driver's private context (of the size it set in
  * vdisk_meta.req_ctx_size) follows, reached with vdisk_req_ctx(). */
 struct vdisk_req {
-	struct vdisk *disk;       /* the layer this request is for */
-	struct vdisk_queue *q;    /* the queue it was issued on */
-	void *qstate;             /* the driver's state for q (from queue_init) */
-	uint64_t sector;          /* first sector */
-	uint64_t count;           /* sectors (read/write: len / sector size) */
-	size_t len;               /* bytes (read/write) */
-	const struct iovec *iov;  /* read/write buffers */
+	struct vdisk *disk;      /* the layer this request is for */
+	struct vdisk_queue *q;   /* the queue it was issued on */
+	void *qstate;            /* the driver's state for q (from queue_init) */
+	uint64_t sector;         /* first sector */
+	uint64_t count;          /* sectors (read/write: len / sector size) */
+	size_t len;              /* bytes (read/write) */
+	const struct iovec *iov; /* read/write buffers */
 	int iovcnt;
-	uint32_t flags;           /* VDISK_IO_FUA, VDISK_ZERO_*, VDISK_UNMAP_* */
-	uint8_t op;               /* enum vdisk_op */
+	uint32_t flags; /* VDISK_IO_FUA, VDISK_ZERO_*, VDISK_UNMAP_* */
+	uint8_t op;     /* enum vdisk_op */
 	/* extents: */
 	struct vdisk_extent *ext;
 	unsigned ext_max;
@@ -89,8 +89,8 @@ struct vdisk_req {
 	uint8_t emul;
 	uint16_t pool;
 	vdisk_status status;
-	vdisk_req_done_fn *done;  /* child requests: the parent's completion hook */
-	void *opaque;             /* child requests: free for the parent's use */
+	vdisk_req_done_fn *done; /* child requests: the parent's completion hook */
+	void *opaque;            /* child requests: free for the parent's use */
 	vdisk_done_fn *user_done;
 	void *user_opaque;
 	struct vdisk_req *next;
@@ -105,12 +105,18 @@ struct vdisk_req {
 };
 
 /* The driver's private context of a request. */
-static inline void *vdisk_req_ctx(struct vdisk_req *r) { return r->ctx; }
+static inline void *vdisk_req_ctx(struct vdisk_req *r)
+{
+	return r->ctx;
+}
 static inline struct vdisk_req *vdisk_req_from_ctx(void *ctx)
 {
 	return (struct vdisk_req *)((unsigned char *)ctx - offsetof(struct vdisk_req, ctx));
 }
-static inline void *vdisk_req_qstate(struct vdisk_req *r) { return r->qstate; }
+static inline void *vdisk_req_qstate(struct vdisk_req *r)
+{
+	return r->qstate;
+}
 
 /* Complete a request.  Exactly once per request that was accepted (returned 0). */
 void vdisk_req_complete(struct vdisk_req *r, vdisk_status st);
@@ -120,8 +126,14 @@ static inline vdisk_status vdisk_status_make(enum vdisk_error kind, int errnum)
 	vdisk_status st = {(uint8_t)kind, 0, 0, errnum};
 	return st;
 }
-static inline vdisk_status vdisk_status_ok(void) { return vdisk_status_make(VDISK_OK, 0); }
-static inline vdisk_status vdisk_status_io(int errnum) { return vdisk_status_make(VDISK_ERR_IO, errnum); }
+static inline vdisk_status vdisk_status_ok(void)
+{
+	return vdisk_status_make(VDISK_OK, 0);
+}
+static inline vdisk_status vdisk_status_io(int errnum)
+{
+	return vdisk_status_make(VDISK_ERR_IO, errnum);
+}
 static inline vdisk_status vdisk_status_medium(enum vdisk_medium m, int errnum)
 {
 	vdisk_status st = {VDISK_ERR_MEDIUM, (uint8_t)m, 0, errnum};
@@ -138,8 +150,8 @@ static inline vdisk_status vdisk_status_medium(enum vdisk_medium m, int errnum)
 struct vdisk_req *vdisk_req_alloc(struct vdisk_req *parent, struct vdisk *inner);
 void vdisk_req_prep_rw(struct vdisk_req *r, enum vdisk_op op, uint64_t sector,
                        const struct iovec *iov, int iovcnt, uint32_t flags);
-void vdisk_req_prep_range(struct vdisk_req *r, enum vdisk_op op, uint64_t sector,
-                          uint64_t count, uint32_t flags);
+void vdisk_req_prep_range(struct vdisk_req *r, enum vdisk_op op, uint64_t sector, uint64_t count,
+                          uint32_t flags);
 void vdisk_req_prep_flush(struct vdisk_req *r);
 void vdisk_req_prep_extents(struct vdisk_req *r, uint64_t sector, uint64_t count,
                             struct vdisk_extent *ext, unsigned max, unsigned *n);
@@ -160,11 +172,11 @@ struct vdisk_meta {
 	uint8_t disk_id[16];
 	bool fua;
 	bool read_only;
-	uint8_t unmap; /* enum vdisk_unmap_behavior */
+	uint8_t unmap;                  /* enum vdisk_unmap_behavior */
 	uint32_t optimal_unmap_sectors; /* 0 is taken as 1 */
 	unsigned caps;                  /* VDISK_CAP_* */
 	bool has_pr;
-	size_t req_ctx_size;            /* bytes of private context per request */
+	size_t req_ctx_size; /* bytes of private context per request */
 };
 
 /* The metadata a driver's open fills in.  Zeroed before open. */
@@ -226,8 +238,8 @@ struct vdisk_driver {
 	/* Control path (any thread).  resize is called only when the driver put
 	 * VDISK_CAP_RESIZE in its metadata (it may know only at open whether it
 	 * can). */
-	int (*resize)(struct vdisk *d, uint64_t new_count);      /* -1 + vdisk_set_error */
-	int (*inspect)(struct vdisk *d, json_t *obj);            /* add "config" etc. */
+	int (*resize)(struct vdisk *d, uint64_t new_count); /* -1 + vdisk_set_error */
+	int (*inspect)(struct vdisk *d, json_t *obj);       /* add "config" etc. */
 	int (*ctl)(struct vdisk *d, const char *op, json_t *args, json_t **result);
 
 	/* NULL-terminated keys of cfg whose values are secrets: inspect shows them
@@ -265,8 +277,7 @@ int vdisk_register_driver(const struct vdisk_driver *drv);
  * returns (so d may still do I/O on it while closing, through the synchronous
  * API or a queue of its own made with vdisk_queue_create(child)); do not unref
  * it.  d's open, ctl and close may use the synchronous API on its children. */
-struct vdisk *vdisk_open_child(struct vdisk *d, json_t *spec, const char *what,
-                               bool read_only);
+struct vdisk *vdisk_open_child(struct vdisk *d, json_t *spec, const char *what, bool read_only);
 
 /* ------------------------------------------------------------------------- */
 /* Configuration helpers.  Each returns 1 if the key was present and valid, 0 if */
@@ -350,8 +361,8 @@ void vdisk_iov_from_buf(const struct iovec *iov, int iovcnt, size_t off, const v
 void vdisk_iov_memset(const struct iovec *iov, int iovcnt, size_t off, int c, size_t len);
 /* Describe bytes [off, off+len) of iov in out (at most max entries); returns the
  * number of entries, or -1 if max is too small. */
-int vdisk_iov_slice(const struct iovec *iov, int iovcnt, size_t off, size_t len,
-                    struct iovec *out, int max);
+int vdisk_iov_slice(const struct iovec *iov, int iovcnt, size_t off, size_t len, struct iovec *out,
+                    int max);
 /* True if every base and length is a multiple of align. */
 bool vdisk_iov_aligned(const struct iovec *iov, int iovcnt, size_t align);
 /* True if every byte is zero. */

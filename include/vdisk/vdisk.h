@@ -75,13 +75,16 @@ enum vdisk_medium {
 
 /* The outcome of one operation, passed by value (8 bytes). */
 typedef struct vdisk_status {
-	uint8_t kind;    /* enum vdisk_error */
-	uint8_t medium;  /* enum vdisk_medium, for VDISK_ERR_MEDIUM */
+	uint8_t kind;   /* enum vdisk_error */
+	uint8_t medium; /* enum vdisk_medium, for VDISK_ERR_MEDIUM */
 	uint16_t reserved;
-	int32_t errnum;  /* positive errno for IO / MEDIUM errors, else 0 */
+	int32_t errnum; /* positive errno for IO / MEDIUM errors, else 0 */
 } vdisk_status;
 
-static inline bool vdisk_ok(vdisk_status st) { return st.kind == VDISK_OK; }
+static inline bool vdisk_ok(vdisk_status st)
+{
+	return st.kind == VDISK_OK;
+}
 
 /* Short stable name of an error kind: "ok", "illegal-block", "read-only", ... */
 const char *vdisk_error_name(enum vdisk_error kind);
@@ -137,11 +140,11 @@ enum vdisk_unmap_behavior {
 
 const char *vdisk_unmap_behavior_name(enum vdisk_unmap_behavior b);
 
-const char *vdisk_type(const struct vdisk *d);         /* "file", "ram", "crypt"... */
-uint64_t vdisk_sector_count(const struct vdisk *d);    /* current; may change */
-uint32_t vdisk_sector_size(const struct vdisk *d);     /* logical, power of two >= 512 */
+const char *vdisk_type(const struct vdisk *d);              /* "file", "ram", "crypt"... */
+uint64_t vdisk_sector_count(const struct vdisk *d);         /* current; may change */
+uint32_t vdisk_sector_size(const struct vdisk *d);          /* logical, power of two >= 512 */
 uint32_t vdisk_physical_sector_size(const struct vdisk *d); /* >= logical */
-bool vdisk_disk_id(const struct vdisk *d, uint8_t id[16]); /* false if none */
+bool vdisk_disk_id(const struct vdisk *d, uint8_t id[16]);  /* false if none */
 bool vdisk_fua_respected(const struct vdisk *d);
 bool vdisk_read_only(const struct vdisk *d);
 enum vdisk_unmap_behavior vdisk_unmap_behavior(const struct vdisk *d);
@@ -151,12 +154,12 @@ bool vdisk_has_persistent_reservations(const struct vdisk *d);
 /* Capabilities beyond the metadata, asked once when the stack is built. */
 enum {
 	VDISK_CAP_WRITE_ZEROES = 1u << 0, /* native write-zeroes (else emulated by writes) */
-	VDISK_CAP_FAST_ZERO    = 1u << 1, /* write-zeroes with FAST_ONLY can succeed */
-	VDISK_CAP_EXTENTS      = 1u << 2, /* native extents (else "all data") */
-	VDISK_CAP_RESIZE       = 1u << 3, /* vdisk_resize() works */
+	VDISK_CAP_FAST_ZERO = 1u << 1,    /* write-zeroes with FAST_ONLY can succeed */
+	VDISK_CAP_EXTENTS = 1u << 2,      /* native extents (else "all data") */
+	VDISK_CAP_RESIZE = 1u << 3,       /* vdisk_resize() works */
 	VDISK_CAP_SHARED_FLUSH = 1u << 4, /* a flush on one queue makes every completed
 	                                     write of every queue durable */
-	VDISK_CAP_EJECT        = 1u << 5,
+	VDISK_CAP_EJECT = 1u << 5,
 };
 unsigned vdisk_caps(const struct vdisk *d);
 
@@ -270,9 +273,8 @@ struct vdisk_extent {
  * contiguous extents starting at sector, covering a prefix of the range (at least
  * one extent when count > 0), at most max of them.  *n is set before done runs.
  * Disks without native extents report one extent of data. */
-int vdisk_extents(struct vdisk_queue *q, uint64_t sector, uint64_t count,
-                  struct vdisk_extent *ext, unsigned max, unsigned *n,
-                  vdisk_done_fn *done, void *opaque);
+int vdisk_extents(struct vdisk_queue *q, uint64_t sector, uint64_t count, struct vdisk_extent *ext,
+                  unsigned max, unsigned *n, vdisk_done_fn *done, void *opaque);
 
 /* Eject the medium (VDISK_ERR_UNSUPPORTED_EJECT unless VDISK_CAP_EJECT). */
 int vdisk_eject(struct vdisk_queue *q, vdisk_done_fn *done, void *opaque);
@@ -301,8 +303,8 @@ struct vdisk_guest_mem {
 };
 
 int vdisk_read_guest(struct vdisk_queue *q, uint64_t sector, const struct vdisk_guest_mem *mem,
-                     const struct vdisk_guest_range *ranges, int nranges,
-                     vdisk_done_fn *done, void *opaque);
+                     const struct vdisk_guest_range *ranges, int nranges, vdisk_done_fn *done,
+                     void *opaque);
 int vdisk_write_guest(struct vdisk_queue *q, uint64_t sector, const struct vdisk_guest_mem *mem,
                       const struct vdisk_guest_range *ranges, int nranges, unsigned flags,
                       vdisk_done_fn *done, void *opaque);
@@ -355,8 +357,7 @@ enum {
 char *vdisk_inspect(struct vdisk *d, unsigned flags);
 
 /* Call fn for every backend type, built-in and registered. */
-void vdisk_list_types(void (*fn)(const char *name, const char *description, void *arg),
-                      void *arg);
+void vdisk_list_types(void (*fn)(const char *name, const char *description, void *arg), void *arg);
 
 /* ------------------------------------------------------------------------- */
 /* Utilities                                                                   */

@@ -221,8 +221,8 @@ static int crashsim_open(struct vdisk *d, json_t *cfg)
 	    (have = vdisk_cfg_size(cfg, "atomic-sector", &atomic)) < 0)
 		return -1;
 	if (have && (atomic < 512 || atomic > (1u << 20) || (atomic & (atomic - 1))))
-		return vdisk_set_error("atomic-sector: %" PRIu64 " is not a power of two in 512..1M",
-		                       atomic);
+		return vdisk_set_error(
+		    "atomic-sector: %" PRIu64 " is not a power of two in 512..1M", atomic);
 	struct crashsim *c = calloc(1, sizeof *c);
 	if (!c)
 		return vdisk_set_error_errno(ENOMEM, "crashsim");
@@ -267,7 +267,10 @@ static void crashsim_close(struct vdisk *d)
 /* The data path                                                               */
 /* ------------------------------------------------------------------------- */
 
-static vdisk_status dead(void) { return vdisk_status_io(EIO); }
+static vdisk_status dead(void)
+{
+	return vdisk_status_io(EIO);
+}
 
 static bool crashed(struct crashsim *c)
 {
@@ -475,7 +478,8 @@ static void child_done(struct vdisk_req *ch, vdisk_status st)
 			pre = NULL;
 		}
 		for (uint64_t i = 0; i < r->count && !fail; i++)
-			fail = smap_add(&c->base, r->sector + i, c->base.blocks->data + (i << c->shift)) < 0;
+			fail = smap_add(&c->base, r->sector + i,
+			                c->base.blocks->data + (i << c->shift)) < 0;
 		pthread_mutex_unlock(&c->lock);
 		if (fail) {
 			/* nothing was written; and without the old content a crash
@@ -657,7 +661,8 @@ static int build_runs(struct crashsim *c)
 			goto fail;
 		c->nruns++;
 		for (size_t k = i; k < j; k++)
-			memcpy(run->data + ((k - i) << c->shift), smap_get(&c->base, keys[k]), c->ss);
+			memcpy(run->data + ((k - i) << c->shift), smap_get(&c->base, keys[k]),
+			       c->ss);
 		i = j;
 	}
 	free(keys);
@@ -743,9 +748,9 @@ static int do_crash(struct vdisk *d, struct crashsim *c, json_t *args, json_t **
 		                       "crash-apply to retry)",
 		                       vdisk_status_str(st, buf, sizeof buf));
 	}
-	*result = json_pack("{s:I,s:I,s:I,s:I}", "kept", (json_int_t)kept, "dropped",
-	                    (json_int_t)dropped, "torn", (json_int_t)torn, "sectors-rewritten",
-	                    (json_int_t)sectors);
+	*result =
+	    json_pack("{s:I,s:I,s:I,s:I}", "kept", (json_int_t)kept, "dropped", (json_int_t)dropped,
+	              "torn", (json_int_t)torn, "sectors-rewritten", (json_int_t)sectors);
 	return 0;
 }
 
@@ -782,8 +787,9 @@ static int crashsim_ctl(struct vdisk *d, const char *op, json_t *args, json_t **
 		pthread_mutex_unlock(&c->lock);
 		if (pending) {
 			char buf[128];
-			return vdisk_set_error("the post-crash image could not be written below: %s",
-			                       vdisk_status_str(st, buf, sizeof buf));
+			return vdisk_set_error(
+			    "the post-crash image could not be written below: %s",
+			    vdisk_status_str(st, buf, sizeof buf));
 		}
 		return 0;
 	}
@@ -791,7 +797,8 @@ static int crashsim_ctl(struct vdisk *d, const char *op, json_t *args, json_t **
 		pthread_mutex_lock(&c->lock);
 		int rc = 0;
 		if (c->recovery_pending)
-			rc = vdisk_set_error("the post-crash image is not written yet (crash-apply)");
+			rc = vdisk_set_error(
+			    "the post-crash image is not written yet (crash-apply)");
 		else
 			c->crashed = false;
 		pthread_mutex_unlock(&c->lock);
@@ -816,18 +823,18 @@ static int crashsim_inspect(struct vdisk *d, json_t *obj)
 }
 
 const struct vdisk_driver vdisk_driver_crashsim = {
-	.struct_size = sizeof(struct vdisk_driver),
-	.name = "crashsim",
-	.description = "crash simulator: unflushed writes kept, dropped or torn on a crash (inner, "
-	               "atomic-sector)",
-	.open = crashsim_open,
-	.close = crashsim_close,
-	.read = crashsim_read,
-	.write = crashsim_write,
-	.flush = crashsim_flush,
-	.unmap = crashsim_zero,
-	.write_zeroes = crashsim_zero,
-	.extents = crashsim_extents,
-	.inspect = crashsim_inspect,
-	.ctl = crashsim_ctl,
+    .struct_size = sizeof(struct vdisk_driver),
+    .name = "crashsim",
+    .description = "crash simulator: unflushed writes kept, dropped or torn on a crash (inner, "
+                   "atomic-sector)",
+    .open = crashsim_open,
+    .close = crashsim_close,
+    .read = crashsim_read,
+    .write = crashsim_write,
+    .flush = crashsim_flush,
+    .unmap = crashsim_zero,
+    .write_zeroes = crashsim_zero,
+    .extents = crashsim_extents,
+    .inspect = crashsim_inspect,
+    .ctl = crashsim_ctl,
 };

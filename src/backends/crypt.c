@@ -68,22 +68,22 @@ struct crypt {
 	uint32_t ss;
 	enum impl impl;
 	bool simd;
-	EVP_CIPHER *xts;  /* fetched once; keeps the provider loaded */
+	EVP_CIPHER *xts; /* fetched once; keeps the provider loaded */
 	EVP_CIPHER *ecb;
 	struct xts_dispatch xd;
 };
 
 struct crypt_q {
 	/* xts */
-	void *pctx[2];              /* provider contexts: [0] decrypt, [1] encrypt */
-	EVP_CIPHER_CTX *evp[2];     /* xts-evp */
+	void *pctx[2];          /* provider contexts: [0] decrypt, [1] encrypt */
+	EVP_CIPHER_CTX *evp[2]; /* xts-evp */
 	/* ecb */
-	EVP_CIPHER_CTX *ecb[2];     /* data key: [0] decrypt, [1] encrypt */
-	EVP_CIPHER_CTX *tweak;      /* tweak key, encrypt */
-	unsigned char *tw;          /* the tweaks of one group of data */
-	unsigned char *ivs;         /* the sector numbers of one group */
-	size_t per_group;           /* sectors per group */
-	unsigned char *sec;         /* one sector split across iovec elements */
+	EVP_CIPHER_CTX *ecb[2]; /* data key: [0] decrypt, [1] encrypt */
+	EVP_CIPHER_CTX *tweak;  /* tweak key, encrypt */
+	unsigned char *tw;      /* the tweaks of one group of data */
+	unsigned char *ivs;     /* the sector numbers of one group */
+	size_t per_group;       /* sectors per group */
+	unsigned char *sec;     /* one sector split across iovec elements */
 };
 
 struct crypt_ctx {
@@ -143,10 +143,11 @@ pass1_simd(const unsigned char *in, unsigned char *out, unsigned char *tw,
 	 * a 128-bit shift left by k, and the k bits shifted out times 0x87 */
 	const __m128i t = _mm_loadu_si128((const void *)t0);
 	const __m128i p128 = _mm_cvtsi32_si128(0x87);
-#define MUL_XK(k)                                                                                \
-	_mm_xor_si128(_mm_or_si128(_mm_slli_epi64(t, k), _mm_srli_epi64(_mm_slli_si128(t, 8), 64 - (k))), \
-	              _mm_clmulepi64_si128(_mm_srli_epi64(_mm_srli_si128(t, 8), 64 - (k)), p128, 0x00))
-	const __m128i c[8] = {t,        MUL_XK(1), MUL_XK(2), MUL_XK(3),
+#define MUL_XK(k)                                                                               \
+	_mm_xor_si128(                                                                          \
+	    _mm_or_si128(_mm_slli_epi64(t, k), _mm_srli_epi64(_mm_slli_si128(t, 8), 64 - (k))), \
+	    _mm_clmulepi64_si128(_mm_srli_epi64(_mm_srli_si128(t, 8), 64 - (k)), p128, 0x00))
+	const __m128i c[8] = {t,         MUL_XK(1), MUL_XK(2), MUL_XK(3),
 	                      MUL_XK(4), MUL_XK(5), MUL_XK(6), MUL_XK(7)};
 #undef MUL_XK
 	/* four named registers, not an array: kept out of memory, so that the
@@ -154,13 +155,14 @@ pass1_simd(const unsigned char *in, unsigned char *out, unsigned char *tw,
 	__m256i y0 = _mm256_set_m128i(c[1], c[0]), y1 = _mm256_set_m128i(c[3], c[2]);
 	__m256i y2 = _mm256_set_m128i(c[5], c[4]), y3 = _mm256_set_m128i(c[7], c[6]);
 	const __m256i poly = _mm256_set_epi64x(0, 0x87, 0, 0x87);
-#define XTS_STEP(y, k)                                                                           \
-	do {                                                                                         \
-		__m256i x_ = _mm256_loadu_si256((const void *)(in + b + 32 * (k)));                      \
-		_mm256_storeu_si256((void *)(out + b + 32 * (k)), _mm256_xor_si256(x_, y));               \
-		_mm256_store_si256((void *)(tw + b + 32 * (k)), y);                                      \
-		y = _mm256_xor_si256(_mm256_slli_si256(y, 1),                                            \
-		                     _mm256_clmulepi64_epi128(_mm256_srli_si256(y, 15), poly, 0x00));    \
+#define XTS_STEP(y, k)                                                                      \
+	do {                                                                                \
+		__m256i x_ = _mm256_loadu_si256((const void *)(in + b + 32 * (k)));         \
+		_mm256_storeu_si256((void *)(out + b + 32 * (k)), _mm256_xor_si256(x_, y)); \
+		_mm256_store_si256((void *)(tw + b + 32 * (k)), y);                         \
+		y = _mm256_xor_si256(                                                       \
+		    _mm256_slli_si256(y, 1),                                                \
+		    _mm256_clmulepi64_epi128(_mm256_srli_si256(y, 15), poly, 0x00));        \
 	} while (0)
 	for (size_t b = 0; b < len; b += 128) {
 		XTS_STEP(y0, 0);
@@ -171,8 +173,8 @@ pass1_simd(const unsigned char *in, unsigned char *out, unsigned char *tw,
 #undef XTS_STEP
 }
 
-__attribute__((target("avx2"))) static void pass2_simd(unsigned char *out,
-                                                      const unsigned char *tw, size_t len)
+__attribute__((target("avx2"))) static void pass2_simd(unsigned char *out, const unsigned char *tw,
+                                                       size_t len)
 {
 	for (size_t b = 0; b < len; b += 32) {
 		__m256i x = _mm256_loadu_si256((const void *)(out + b));
@@ -186,8 +188,8 @@ __attribute__((target("avx2"))) static void pass2_simd(unsigned char *out,
 /* Whole sectors in a flat buffer (in may equal out)                           */
 /* ------------------------------------------------------------------------- */
 
-static int run_ecb(const struct crypt *c, struct crypt_q *cq, bool enc, uint64_t sector,
-                   size_t n, const unsigned char *in, unsigned char *out)
+static int run_ecb(const struct crypt *c, struct crypt_q *cq, bool enc, uint64_t sector, size_t n,
+                   const unsigned char *in, unsigned char *out)
 {
 	size_t ss = c->ss;
 	while (n) {
@@ -203,7 +205,8 @@ static int run_ecb(const struct crypt *c, struct crypt_q *cq, bool enc, uint64_t
 #if defined(__x86_64__)
 		if (c->simd) {
 			for (size_t i = 0; i < m; i++)
-				pass1_simd(in + i * ss, out + i * ss, cq->tw + i * ss, cq->ivs + 16 * i, ss);
+				pass1_simd(in + i * ss, out + i * ss, cq->tw + i * ss,
+				           cq->ivs + 16 * i, ss);
 			if (!EVP_CipherUpdate(cq->ecb[enc], out, &outl, out, (int)(m * ss)))
 				return -1;
 			pass2_simd(out, cq->tw, m * ss);
@@ -211,7 +214,8 @@ static int run_ecb(const struct crypt *c, struct crypt_q *cq, bool enc, uint64_t
 		}
 #endif
 		for (size_t i = 0; i < m; i++)
-			pass1_generic(in + i * ss, out + i * ss, cq->tw + i * ss, cq->ivs + 16 * i, ss);
+			pass1_generic(in + i * ss, out + i * ss, cq->tw + i * ss, cq->ivs + 16 * i,
+			              ss);
 		if (!EVP_CipherUpdate(cq->ecb[enc], out, &outl, out, (int)(m * ss)))
 			return -1;
 		pass2_generic(out, cq->tw, m * ss);
@@ -226,8 +230,8 @@ static int run_ecb(const struct crypt *c, struct crypt_q *cq, bool enc, uint64_t
 	return 0;
 }
 
-static int run_xts(const struct crypt *c, struct crypt_q *cq, bool enc, uint64_t sector,
-                   size_t n, const unsigned char *in, unsigned char *out)
+static int run_xts(const struct crypt *c, struct crypt_q *cq, bool enc, uint64_t sector, size_t n,
+                   const unsigned char *in, unsigned char *out)
 {
 	unsigned char iv[16] = {0};
 	for (size_t i = 0; i < n; i++, in += c->ss, out += c->ss) {
@@ -335,14 +339,16 @@ static int load_key(json_t *cfg, unsigned char key[KEY_LEN])
 	if (hh) {
 		size_t n = strlen(hex);
 		if (n != 2 * KEY_LEN)
-			return vdisk_set_error("key-hex: %zu hex digits; an xts-aes-256 key is exactly %d "
-			                       "(64 bytes: the data key, then the tweak key)",
-			                       n, 2 * KEY_LEN);
+			return vdisk_set_error(
+			    "key-hex: %zu hex digits; an xts-aes-256 key is exactly %d "
+			    "(64 bytes: the data key, then the tweak key)",
+			    n, 2 * KEY_LEN);
 		for (size_t i = 0; i < KEY_LEN; i++) {
 			int a = hexval(hex[2 * i]), b = hexval(hex[2 * i + 1]);
 			if (a < 0 || b < 0) {
 				OPENSSL_cleanse(key, KEY_LEN);
-				return vdisk_set_error("key-hex: not a string of hexadecimal digits");
+				return vdisk_set_error(
+				    "key-hex: not a string of hexadecimal digits");
 			}
 			key[i] = (unsigned char)(a << 4 | b);
 		}
@@ -358,9 +364,10 @@ static int load_key(json_t *cfg, unsigned char key[KEY_LEN])
 	} else if (!S_ISREG(st.st_mode)) {
 		vdisk_set_error("key-file '%s': not a regular file", file);
 	} else if (st.st_size != KEY_LEN) {
-		vdisk_set_error("key-file '%s': %lld bytes; an xts-aes-256 key is exactly %d (the data "
-		                "key, then the tweak key)",
-		                file, (long long)st.st_size, KEY_LEN);
+		vdisk_set_error(
+		    "key-file '%s': %lld bytes; an xts-aes-256 key is exactly %d (the data "
+		    "key, then the tweak key)",
+		    file, (long long)st.st_size, KEY_LEN);
 	} else {
 		size_t got = 0;
 		while (got < KEY_LEN) {
@@ -368,7 +375,8 @@ static int load_key(json_t *cfg, unsigned char key[KEY_LEN])
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n <= 0) {
-				vdisk_set_error_errno(n < 0 ? errno : EIO, "key-file '%s': read", file);
+				vdisk_set_error_errno(n < 0 ? errno : EIO, "key-file '%s': read",
+				                      file);
 				break;
 			}
 			got += (size_t)n;
@@ -395,7 +403,8 @@ static bool find_dispatch(struct crypt *c)
 		const char *n = a->algorithm_names;
 		size_t len = strlen("AES-256-XTS");
 		for (const char *p = n; p; p = strchr(p, ':') ? strchr(p, ':') + 1 : NULL)
-			if (strncmp(p, "AES-256-XTS", len) == 0 && (p[len] == ':' || p[len] == '\0')) {
+			if (strncmp(p, "AES-256-XTS", len) == 0 &&
+			    (p[len] == ':' || p[len] == '\0')) {
 				fns = a->implementation;
 				break;
 			}
@@ -405,8 +414,12 @@ static bool find_dispatch(struct crypt *c)
 		switch (fns->function_id) {
 		case OSSL_FUNC_CIPHER_NEWCTX: xd.newctx = OSSL_FUNC_cipher_newctx(fns); break;
 		case OSSL_FUNC_CIPHER_FREECTX: xd.freectx = OSSL_FUNC_cipher_freectx(fns); break;
-		case OSSL_FUNC_CIPHER_ENCRYPT_INIT: xd.einit = OSSL_FUNC_cipher_encrypt_init(fns); break;
-		case OSSL_FUNC_CIPHER_DECRYPT_INIT: xd.dinit = OSSL_FUNC_cipher_decrypt_init(fns); break;
+		case OSSL_FUNC_CIPHER_ENCRYPT_INIT:
+			xd.einit = OSSL_FUNC_cipher_encrypt_init(fns);
+			break;
+		case OSSL_FUNC_CIPHER_DECRYPT_INIT:
+			xd.dinit = OSSL_FUNC_cipher_decrypt_init(fns);
+			break;
 		case OSSL_FUNC_CIPHER_CIPHER: xd.cipher = OSSL_FUNC_cipher_cipher(fns); break;
 		default: break;
 		}
@@ -458,8 +471,9 @@ static struct crypt_q *cq_new(struct crypt *c)
 		switch (c->impl) {
 		case IMPL_XTS:
 			cq->pctx[e] = c->xd.newctx(c->xd.provctx);
-			if (!cq->pctx[e] || !(e ? c->xd.einit(cq->pctx[e], c->key, KEY_LEN, NULL, 0, NULL)
-			                        : c->xd.dinit(cq->pctx[e], c->key, KEY_LEN, NULL, 0, NULL)))
+			if (!cq->pctx[e] ||
+			    !(e ? c->xd.einit(cq->pctx[e], c->key, KEY_LEN, NULL, 0, NULL)
+			        : c->xd.dinit(cq->pctx[e], c->key, KEY_LEN, NULL, 0, NULL)))
 				goto fail;
 			break;
 		case IMPL_XTS_EVP:
@@ -502,8 +516,8 @@ static void crypt_free(struct crypt *c)
 
 static int crypt_open(struct vdisk *d, json_t *cfg)
 {
-	static const char *const keys[] = {"inner", "cipher", "key-file", "key-hex",
-	                                   "implementation", NULL};
+	static const char *const keys[] = {"inner",   "cipher",         "key-file",
+	                                   "key-hex", "implementation", NULL};
 	const char *cipher = "xts-aes-256", *impl = "auto";
 	if (vdisk_cfg_check(cfg, keys) < 0 || vdisk_cfg_string(cfg, "cipher", &cipher) < 0 ||
 	    vdisk_cfg_string(cfg, "implementation", &impl) < 0)
@@ -515,9 +529,10 @@ static int crypt_open(struct vdisk *d, json_t *cfg)
 		if (strcmp(impl, impl_names[i]) == 0)
 			forced = i;
 	if (forced < 0 && strcmp(impl, "auto") != 0)
-		return vdisk_set_error("implementation: '%s' is not one of auto, xts, xts-evp, ecb, "
-		                       "ecb-generic",
-		                       impl);
+		return vdisk_set_error(
+		    "implementation: '%s' is not one of auto, xts, xts-evp, ecb, "
+		    "ecb-generic",
+		    impl);
 
 	struct crypt *c = calloc(1, sizeof *c);
 	if (!c)
@@ -575,7 +590,10 @@ fail:
 	return -1;
 }
 
-static void crypt_close(struct vdisk *d) { crypt_free(vdisk_priv(d)); }
+static void crypt_close(struct vdisk *d)
+{
+	crypt_free(vdisk_priv(d));
+}
 
 static int crypt_queue_init(struct vdisk *d, struct vdisk_queue *q, void **qstate)
 {
@@ -694,19 +712,19 @@ static int crypt_inspect(struct vdisk *d, json_t *obj)
 static const char *const crypt_secrets[] = {"key-hex", NULL};
 
 const struct vdisk_driver vdisk_driver_crypt = {
-	.struct_size = sizeof(struct vdisk_driver),
-	.name = "crypt",
-	.description = "XTS-AES-256 encryption, dm-crypt aes-xts-plain64 compatible (inner, "
-	               "key-file or key-hex, cipher, implementation)",
-	.open = crypt_open,
-	.close = crypt_close,
-	.queue_init = crypt_queue_init,
-	.queue_fini = crypt_queue_fini,
-	.read = crypt_read,
-	.write = crypt_write,
-	.flush = crypt_forward,
-	.unmap = crypt_forward,
-	.extents = crypt_extents,
-	.inspect = crypt_inspect,
-	.secret_keys = crypt_secrets,
+    .struct_size = sizeof(struct vdisk_driver),
+    .name = "crypt",
+    .description = "XTS-AES-256 encryption, dm-crypt aes-xts-plain64 compatible (inner, "
+                   "key-file or key-hex, cipher, implementation)",
+    .open = crypt_open,
+    .close = crypt_close,
+    .queue_init = crypt_queue_init,
+    .queue_fini = crypt_queue_fini,
+    .read = crypt_read,
+    .write = crypt_write,
+    .flush = crypt_forward,
+    .unmap = crypt_forward,
+    .extents = crypt_extents,
+    .inspect = crypt_inspect,
+    .secret_keys = crypt_secrets,
 };

@@ -54,7 +54,10 @@ static int delay_open(struct vdisk *d, json_t *cfg)
 	return 0;
 }
 
-static void delay_close(struct vdisk *d) { free(vdisk_priv(d)); }
+static void delay_close(struct vdisk *d)
+{
+	free(vdisk_priv(d));
+}
 
 static void delay_fire(struct vdisk_timer *t)
 {
@@ -74,14 +77,27 @@ static inline int delay_submit(struct vdisk_req *r, int which)
 		return vdisk_req_forward(r, dl->inner);
 	struct delay_ctx *c = vdisk_req_ctx(r);
 	uint64_t now = vdisk_now_ns();
-	vdisk_timer_start(r->q, &c->timer, ns > UINT64_MAX - now ? UINT64_MAX : now + ns, delay_fire);
+	vdisk_timer_start(r->q, &c->timer, ns > UINT64_MAX - now ? UINT64_MAX : now + ns,
+	                  delay_fire);
 	return 0;
 }
 
-static int delay_read(struct vdisk_req *r) { return delay_submit(r, D_READ); }
-static int delay_write(struct vdisk_req *r) { return delay_submit(r, D_WRITE); }
-static int delay_flush(struct vdisk_req *r) { return delay_submit(r, D_FLUSH); }
-static int delay_unmap(struct vdisk_req *r) { return delay_submit(r, D_UNMAP); }
+static int delay_read(struct vdisk_req *r)
+{
+	return delay_submit(r, D_READ);
+}
+static int delay_write(struct vdisk_req *r)
+{
+	return delay_submit(r, D_WRITE);
+}
+static int delay_flush(struct vdisk_req *r)
+{
+	return delay_submit(r, D_FLUSH);
+}
+static int delay_unmap(struct vdisk_req *r)
+{
+	return delay_submit(r, D_UNMAP);
+}
 
 static int delay_extents(struct vdisk_req *r)
 {
@@ -148,18 +164,18 @@ static int delay_inspect(struct vdisk *d, json_t *obj)
 }
 
 const struct vdisk_driver vdisk_driver_delay = {
-	.struct_size = sizeof(struct vdisk_driver),
-	.name = "delay",
-	.description = "adds latency per operation, changeable while running (inner, read, write, "
-	               "flush, unmap)",
-	.open = delay_open,
-	.close = delay_close,
-	.read = delay_read,
-	.write = delay_write,
-	.flush = delay_flush,
-	.unmap = delay_unmap,
-	.write_zeroes = delay_write,
-	.extents = delay_extents,
-	.inspect = delay_inspect,
-	.ctl = delay_ctl,
+    .struct_size = sizeof(struct vdisk_driver),
+    .name = "delay",
+    .description = "adds latency per operation, changeable while running (inner, read, write, "
+                   "flush, unmap)",
+    .open = delay_open,
+    .close = delay_close,
+    .read = delay_read,
+    .write = delay_write,
+    .flush = delay_flush,
+    .unmap = delay_unmap,
+    .write_zeroes = delay_write,
+    .extents = delay_extents,
+    .inspect = delay_inspect,
+    .ctl = delay_ctl,
 };

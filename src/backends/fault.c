@@ -85,26 +85,26 @@ static const struct {
 	const char *name;
 	enum vdisk_error kind;
 } error_kinds[] = {
-	{"io", VDISK_ERR_IO},
-	{"medium", VDISK_ERR_MEDIUM},
-	{"illegal-block", VDISK_ERR_ILLEGAL_BLOCK},
-	{"invalid-input", VDISK_ERR_INVALID_INPUT},
-	{"memory-access", VDISK_ERR_MEMORY_ACCESS},
-	{"read-only", VDISK_ERR_READ_ONLY},
-	{"reservation-conflict", VDISK_ERR_RESERVATION_CONFLICT},
-	{"aborted-preempt", VDISK_ERR_ABORTED_PREEMPT},
-	{"not-supported", VDISK_ERR_NOT_SUPPORTED},
+    {"io", VDISK_ERR_IO},
+    {"medium", VDISK_ERR_MEDIUM},
+    {"illegal-block", VDISK_ERR_ILLEGAL_BLOCK},
+    {"invalid-input", VDISK_ERR_INVALID_INPUT},
+    {"memory-access", VDISK_ERR_MEMORY_ACCESS},
+    {"read-only", VDISK_ERR_READ_ONLY},
+    {"reservation-conflict", VDISK_ERR_RESERVATION_CONFLICT},
+    {"aborted-preempt", VDISK_ERR_ABORTED_PREEMPT},
+    {"not-supported", VDISK_ERR_NOT_SUPPORTED},
 };
 
 static const struct {
 	const char *name;
 	enum vdisk_medium m;
 } medium_kinds[] = {
-	{"unrecovered-read", VDISK_MEDIUM_UNRECOVERED_READ},
-	{"write-fault", VDISK_MEDIUM_WRITE_FAULT},
-	{"guard-check", VDISK_MEDIUM_GUARD_CHECK},
-	{"app-tag-check", VDISK_MEDIUM_APP_TAG_CHECK},
-	{"ref-tag-check", VDISK_MEDIUM_REF_TAG_CHECK},
+    {"unrecovered-read", VDISK_MEDIUM_UNRECOVERED_READ},
+    {"write-fault", VDISK_MEDIUM_WRITE_FAULT},
+    {"guard-check", VDISK_MEDIUM_GUARD_CHECK},
+    {"app-tag-check", VDISK_MEDIUM_APP_TAG_CHECK},
+    {"ref-tag-check", VDISK_MEDIUM_REF_TAG_CHECK},
 };
 
 static int lookup(const char *const *names, int n, const char *s)
@@ -151,17 +151,17 @@ static void rule_reset(struct rule *r, uint64_t flushes)
 
 static int parse_rule(json_t *o, const char *where, struct rule *r)
 {
-	static const char *const keys[] = {"id",     "op",      "nth",           "every",
-	                                   "after-flushes", "probability", "seed", "offset",
-	                                   "length", "armed",   "effect",        "error",
-	                                   "errno",  "medium",  "sticky",        "once",
-	                                   "performed", "short-sectors", NULL};
+	static const char *const keys[] = {
+	    "id",          "op",        "nth",           "every",  "after-flushes",
+	    "probability", "seed",      "offset",        "length", "armed",
+	    "effect",      "error",     "errno",         "medium", "sticky",
+	    "once",        "performed", "short-sectors", NULL};
 	const char *s;
 	int rc;
 	memset(r, 0, sizeof *r);
 	if (!json_is_object(o))
-		return vdisk_set_error("%s: expected an object such as {\"op\":\"write\",\"nth\":3}",
-		                       where);
+		return vdisk_set_error(
+		    "%s: expected an object such as {\"op\":\"write\",\"nth\":3}", where);
 	if (vdisk_cfg_check(o, keys) < 0)
 		goto located;
 	if ((rc = vdisk_cfg_string(o, "id", &s)) < 0)
@@ -172,7 +172,8 @@ static int parse_rule(json_t *o, const char *where, struct rule *r)
 	if ((rc = vdisk_cfg_string(o, "op", &s)) < 0)
 		goto located;
 	if (!rc) {
-		vdisk_set_error("op: required (read, write, fua-write, flush, unmap, write-zeroes, any)");
+		vdisk_set_error(
+		    "op: required (read, write, fua-write, flush, unmap, write-zeroes, any)");
 		goto located;
 	}
 	int op = lookup(op_names, F_NOPS, s);
@@ -190,7 +191,8 @@ static int parse_rule(json_t *o, const char *where, struct rule *r)
 		goto located;
 	json_t *p = json_object_get(o, "probability");
 	if (p) {
-		if (!json_is_number(p) || !(json_number_value(p) >= 0.0 && json_number_value(p) <= 1.0)) {
+		if (!json_is_number(p) ||
+		    !(json_number_value(p) >= 0.0 && json_number_value(p) <= 1.0)) {
 			vdisk_set_error("probability: expected a number from 0 to 1");
 			goto located;
 		}
@@ -213,7 +215,8 @@ static int parse_rule(json_t *o, const char *where, struct rule *r)
 		r->length = UINT64_MAX;
 
 	r->armed = true;
-	if (vdisk_cfg_bool(o, "armed", &r->armed) < 0 || vdisk_cfg_bool(o, "sticky", &r->sticky) < 0 ||
+	if (vdisk_cfg_bool(o, "armed", &r->armed) < 0 ||
+	    vdisk_cfg_bool(o, "sticky", &r->sticky) < 0 ||
 	    vdisk_cfg_bool(o, "once", &r->once) < 0 ||
 	    vdisk_cfg_bool(o, "performed", &r->performed) < 0)
 		goto located;
@@ -264,10 +267,11 @@ static int parse_rule(json_t *o, const char *where, struct rule *r)
 			if (strcmp(error_kinds[i].name, s) == 0)
 				break;
 		if (i == sizeof error_kinds / sizeof *error_kinds) {
-			vdisk_set_error("error: '%s' is not one of io, medium, illegal-block, "
-			                "invalid-input, memory-access, read-only, reservation-conflict, "
-			                "aborted-preempt, not-supported",
-			                s);
+			vdisk_set_error(
+			    "error: '%s' is not one of io, medium, illegal-block, "
+			    "invalid-input, memory-access, read-only, reservation-conflict, "
+			    "aborted-preempt, not-supported",
+			    s);
 			goto located;
 		}
 		kind = error_kinds[i].kind;
@@ -364,7 +368,7 @@ static int fault_open(struct vdisk *d, json_t *cfg)
 	pthread_mutex_init(&f->lock, NULL);
 	size_t i;
 	json_t *o;
-	json_array_foreach(rules, i, o) {
+	json_array_foreach (rules, i, o) {
 		char where[32];
 		struct rule r;
 		snprintf(where, sizeof where, "rules[%zu]", i);
@@ -388,7 +392,10 @@ fail:
 	return -1;
 }
 
-static void fault_close(struct vdisk *d) { fault_free(vdisk_priv(d)); }
+static void fault_close(struct vdisk *d)
+{
+	fault_free(vdisk_priv(d));
+}
 
 /* ------------------------------------------------------------------------- */
 /* The data path                                                               */
@@ -415,8 +422,9 @@ static bool op_matches(const struct rule *ru, const struct vdisk_req *r)
 	case F_UNMAP: return r->op == VDISK_OP_UNMAP;
 	case F_WRITE_ZEROES: return r->op == VDISK_OP_WRITE_ZEROES;
 	default:
-		return r->op == VDISK_OP_READ || r->op == VDISK_OP_WRITE || r->op == VDISK_OP_FLUSH ||
-		       r->op == VDISK_OP_UNMAP || r->op == VDISK_OP_WRITE_ZEROES;
+		return r->op == VDISK_OP_READ || r->op == VDISK_OP_WRITE ||
+		       r->op == VDISK_OP_FLUSH || r->op == VDISK_OP_UNMAP ||
+		       r->op == VDISK_OP_WRITE_ZEROES;
 	}
 }
 
@@ -579,8 +587,8 @@ static int find_rule(struct fault *f, json_t *args, bool all_ok)
 	if (json_is_integer(v)) {
 		json_int_t i = json_integer_value(v);
 		if (i < 0 || (unsigned long long)i >= f->n)
-			return vdisk_set_error("rule: no rule %" JSON_INTEGER_FORMAT " (there are %u)", i,
-			                       f->n);
+			return vdisk_set_error(
+			    "rule: no rule %" JSON_INTEGER_FORMAT " (there are %u)", i, f->n);
 		return (int)i;
 	}
 	if (json_is_string(v)) {
@@ -674,7 +682,8 @@ static int fault_ctl(struct vdisk *d, const char *op, json_t *args, json_t **res
 			*result = list_json(f);
 		}
 	} else {
-		rc = vdisk_set_error("unknown operation (known: list, arm, disarm, add, remove, clear)");
+		rc = vdisk_set_error(
+		    "unknown operation (known: list, arm, disarm, add, remove, clear)");
 	}
 	pthread_mutex_unlock(&f->lock);
 	return rc;
@@ -690,18 +699,18 @@ static int fault_inspect(struct vdisk *d, json_t *obj)
 }
 
 const struct vdisk_driver vdisk_driver_fault = {
-	.struct_size = sizeof(struct vdisk_driver),
-	.name = "fault",
-	.description = "error injection by rules: errors, short transfers, lost writes (inner, "
-	               "rules)",
-	.open = fault_open,
-	.close = fault_close,
-	.read = fault_submit,
-	.write = fault_submit,
-	.flush = fault_submit,
-	.unmap = fault_submit,
-	.write_zeroes = fault_submit,
-	.extents = fault_submit,
-	.inspect = fault_inspect,
-	.ctl = fault_ctl,
+    .struct_size = sizeof(struct vdisk_driver),
+    .name = "fault",
+    .description = "error injection by rules: errors, short transfers, lost writes (inner, "
+                   "rules)",
+    .open = fault_open,
+    .close = fault_close,
+    .read = fault_submit,
+    .write = fault_submit,
+    .flush = fault_submit,
+    .unmap = fault_submit,
+    .write_zeroes = fault_submit,
+    .extents = fault_submit,
+    .inspect = fault_inspect,
+    .ctl = fault_ctl,
 };

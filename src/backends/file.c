@@ -59,13 +59,16 @@ struct file_ctx {
 	struct vdisk_uring_op op;
 	struct vdisk_timer retry;
 	uint8_t kind;
-	size_t done;   /* bytes transferred so far */
-	void *bounce;  /* O_DIRECT bounce buffer, or NULL */
+	size_t done;  /* bytes transferred so far */
+	void *bounce; /* O_DIRECT bounce buffer, or NULL */
 	struct iovec biov;
 	struct iovec slice[SLICE_MAX];
 };
 
-static struct file_ctx *ctx_of(struct vdisk_req *r) { return vdisk_req_ctx(r); }
+static struct file_ctx *ctx_of(struct vdisk_req *r)
+{
+	return vdisk_req_ctx(r);
+}
 
 /* ------------------------------------------------------------------------- */
 /* Open                                                                        */
@@ -73,8 +76,8 @@ static struct file_ctx *ctx_of(struct vdisk_req *r) { return vdisk_req_ctx(r); }
 
 static int file_open(struct vdisk *d, json_t *cfg)
 {
-	static const char *const keys[] = {"path", "direct", "sector-size", "create", "write-mode",
-	                                   NULL};
+	static const char *const keys[] = {"path",   "direct",     "sector-size",
+	                                   "create", "write-mode", NULL};
 	const char *path = NULL, *wmode = NULL;
 	bool direct = false, ro = vdisk_read_only_requested(d);
 	uint64_t ss = 512, create = 0;
@@ -118,8 +121,8 @@ static int file_open(struct vdisk *d, json_t *cfg)
 	if (f->fd < 0 && errno == EPERM)
 		f->fd = open(path, flags);
 	if (f->fd < 0 && errno == ENOENT && have_create && ro) {
-		vdisk_set_error("path '%s': does not exist, and create= cannot make a read-only file",
-		                path);
+		vdisk_set_error(
+		    "path '%s': does not exist, and create= cannot make a read-only file", path);
 		goto fail;
 	}
 	if (f->fd < 0 && errno == ENOENT && have_create) {
@@ -148,8 +151,8 @@ static int file_open(struct vdisk *d, json_t *cfg)
 		goto fail;
 	}
 	/* io_uring would answer -EAGAIN rather than wait on a non-blocking file */
-	if (fcntl(f->fd, F_SETFL,
-	          (fcntl(f->fd, F_GETFL) & ~O_NONBLOCK) | (direct ? O_DIRECT : 0)) < 0) {
+	if (fcntl(f->fd, F_SETFL, (fcntl(f->fd, F_GETFL) & ~O_NONBLOCK) | (direct ? O_DIRECT : 0)) <
+	    0) {
 		vdisk_set_error_errno(errno, "path '%s': %s", path,
 		                      direct ? "cannot open with O_DIRECT" : "fcntl");
 		goto fail;
@@ -192,11 +195,11 @@ static int file_open(struct vdisk *d, json_t *cfg)
 	vdisk_set_priv(d, f);
 	struct vdisk_meta *m = vdisk_meta(d);
 	m->sector_size = (uint32_t)ss;
-	m->physical_sector_size =
-	    st.st_blksize >= (blksize_t)ss && !(st.st_blksize & (st.st_blksize - 1)) &&
-	            st.st_blksize <= 65536
-	        ? (uint32_t)st.st_blksize
-	        : (uint32_t)ss;
+	m->physical_sector_size = st.st_blksize >= (blksize_t)ss &&
+	                                  !(st.st_blksize & (st.st_blksize - 1)) &&
+	                                  st.st_blksize <= 65536
+	                              ? (uint32_t)st.st_blksize
+	                              : (uint32_t)ss;
 	m->sector_count = f->size >> f->shift;
 	m->fua = true;
 	m->read_only = ro;
@@ -441,7 +444,8 @@ static int file_read(struct vdisk_req *r)
 		return 0;
 	}
 	if (f->nowait_reads && r->iovcnt <= IOV_MAX) {
-		ssize_t n = preadv2(f->fd, r->iov, r->iovcnt, (off_t)(r->sector << f->shift), RWF_NOWAIT);
+		ssize_t n =
+		    preadv2(f->fd, r->iov, r->iovcnt, (off_t)(r->sector << f->shift), RWF_NOWAIT);
 		if (n == (ssize_t)r->len) {
 			vdisk_req_complete(r, vdisk_status_ok());
 			return 0;
@@ -479,15 +483,16 @@ static int file_write(struct vdisk_req *r)
 				const struct iovec *iov = r->iov;
 				int cnt = r->iovcnt;
 				if (done) {
-					cnt = vdisk_iov_slice(r->iov, r->iovcnt, done, r->len - done, sl,
-					                      SLICE_MAX);
+					cnt = vdisk_iov_slice(r->iov, r->iovcnt, done,
+					                      r->len - done, sl, SLICE_MAX);
 					if (cnt < 0)
 						cnt = SLICE_MAX;
 					iov = sl;
 				}
 				/* one buffer and no flag: pwrite skips the iovec import */
 				if (cnt == 1 && !fl)
-					n = pwrite(f->fd, iov[0].iov_base, iov[0].iov_len, off + (off_t)done);
+					n = pwrite(f->fd, iov[0].iov_base, iov[0].iov_len,
+					           off + (off_t)done);
 				else
 					n = pwritev2(f->fd, iov, cnt, off + (off_t)done, fl);
 				if (n < 0 && errno == EINTR)
@@ -628,18 +633,18 @@ static int file_inspect(struct vdisk *d, json_t *obj)
 }
 
 const struct vdisk_driver vdisk_driver_file = {
-	.struct_size = sizeof(struct vdisk_driver),
-	.name = "file",
-	.description = "regular file through io_uring (path, direct, sector-size, create, write-mode)",
-	.open = file_open,
-	.close = file_close,
-	.queue_init = file_queue_init,
-	.queue_fini = file_queue_fini,
-	.read = file_read,
-	.write = file_write,
-	.flush = file_flush,
-	.unmap = file_unmap,
-	.write_zeroes = file_write_zeroes,
-	.extents = file_extents,
-	.inspect = file_inspect,
+    .struct_size = sizeof(struct vdisk_driver),
+    .name = "file",
+    .description = "regular file through io_uring (path, direct, sector-size, create, write-mode)",
+    .open = file_open,
+    .close = file_close,
+    .queue_init = file_queue_init,
+    .queue_fini = file_queue_fini,
+    .read = file_read,
+    .write = file_write,
+    .flush = file_flush,
+    .unmap = file_unmap,
+    .write_zeroes = file_write_zeroes,
+    .extents = file_extents,
+    .inspect = file_inspect,
 };

@@ -14,10 +14,11 @@ static int null_open(struct vdisk *d, json_t *cfg)
 	    vdisk_cfg_size(cfg, "sector-size", &ss) < 0)
 		return -1;
 	if (ss < 512 || ss > 65536 || (ss & (ss - 1)))
-		return vdisk_set_error("sector-size: %" PRIu64 " is not a power of two in 512..64k", ss);
+		return vdisk_set_error("sector-size: %" PRIu64 " is not a power of two in 512..64k",
+		                       ss);
 	if (size % ss)
-		return vdisk_set_error("size: %" PRIu64 " is not a multiple of the sector size %" PRIu64,
-		                       size, ss);
+		return vdisk_set_error(
+		    "size: %" PRIu64 " is not a multiple of the sector size %" PRIu64, size, ss);
 	struct vdisk_meta *m = vdisk_meta(d);
 	m->sector_size = (uint32_t)ss;
 	m->physical_sector_size = (uint32_t)ss;
@@ -55,14 +56,14 @@ static int null_extents(struct vdisk_req *r)
 }
 
 const struct vdisk_driver vdisk_driver_null = {
-	.struct_size = sizeof(struct vdisk_driver),
-	.name = "null",
-	.description = "reads zeros, discards writes (size, sector-size)",
-	.open = null_open,
-	.read = null_read,
-	.write = null_ok,
-	.flush = null_ok,
-	.unmap = null_ok,
-	.write_zeroes = null_ok,
-	.extents = null_extents,
+    .struct_size = sizeof(struct vdisk_driver),
+    .name = "null",
+    .description = "reads zeros, discards writes (size, sector-size)",
+    .open = null_open,
+    .read = null_read,
+    .write = null_ok,
+    .flush = null_ok,
+    .unmap = null_ok,
+    .write_zeroes = null_ok,
+    .extents = null_extents,
 };

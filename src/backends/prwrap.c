@@ -111,21 +111,27 @@ static pthread_mutex_t domains_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pr_domain *domains;
 
 static const char *const type_names[] = {
-	"none",
-	"write-exclusive",
-	"exclusive-access",
-	"write-exclusive-registrants-only",
-	"exclusive-access-registrants-only",
-	"write-exclusive-all-registrants",
-	"exclusive-access-all-registrants",
+    "none",
+    "write-exclusive",
+    "exclusive-access",
+    "write-exclusive-registrants-only",
+    "exclusive-access-registrants-only",
+    "write-exclusive-all-registrants",
+    "exclusive-access-all-registrants",
 };
 
-static vdisk_status ok(void) { return vdisk_status_ok(); }
+static vdisk_status ok(void)
+{
+	return vdisk_status_ok();
+}
 static vdisk_status conflict(void)
 {
 	return vdisk_status_make(VDISK_ERR_RESERVATION_CONFLICT, EBADE);
 }
-static vdisk_status invalid(void) { return vdisk_status_make(VDISK_ERR_INVALID_INPUT, EINVAL); }
+static vdisk_status invalid(void)
+{
+	return vdisk_status_make(VDISK_ERR_INVALID_INPUT, EINVAL);
+}
 
 static bool all_registrants(uint8_t type)
 {
@@ -359,7 +365,8 @@ static int state_load(const char *path, struct pr_state *st, uint16_t *next_ctrl
 		return vdisk_set_error_errno(errno, "state-file '%s'", path);
 	}
 	if (!S_ISREG(sb.st_mode) || sb.st_size > STATE_MAX)
-		return vdisk_set_error("state-file '%s': not a regular file of at most 1 MiB", path);
+		return vdisk_set_error("state-file '%s': not a regular file of at most 1 MiB",
+		                       path);
 	json_t *o = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
 	if (!o)
 		return vdisk_set_error("state-file '%s': line %d: %s", path, err.line, err.text);
@@ -385,8 +392,8 @@ static int state_load(const char *path, struct pr_state *st, uint16_t *next_ctrl
 		goto fail;
 	}
 	if (t < 0) {
-		vdisk_set_error("state-file '%s': type: expected a reservation type name or \"none\"",
-		                path);
+		vdisk_set_error(
+		    "state-file '%s': type: expected a reservation type name or \"none\"", path);
 		goto fail;
 	}
 	if (!json_is_array(regs)) {
@@ -400,28 +407,30 @@ static int state_load(const char *path, struct pr_state *st, uint16_t *next_ctrl
 	}
 	size_t i;
 	json_t *r;
-	json_array_foreach(regs, i, r) {
+	json_array_foreach (regs, i, r) {
 		const char *h = json_string_value(json_object_get(r, "host-id"));
 		const char *k = json_string_value(json_object_get(r, "key"));
 		uint8_t host[16], len;
 		char *end;
 		if (!h || parse_hex(h, host, &len) < 0) {
-			vdisk_set_error("state-file '%s': registrants[%zu].host-id: expected 16 or 32 hex "
-			                "digits",
-			                path, i);
+			vdisk_set_error(
+			    "state-file '%s': registrants[%zu].host-id: expected 16 or 32 hex "
+			    "digits",
+			    path, i);
 			goto fail;
 		}
 		errno = 0;
 		uint64_t key = k ? strtoull(k, &end, 0) : 0;
 		if (!k || errno || *end || key == 0) {
-			vdisk_set_error("state-file '%s': registrants[%zu].key: expected a non-zero key "
-			                "such as \"0x1234\"",
-			                path, i);
+			vdisk_set_error(
+			    "state-file '%s': registrants[%zu].key: expected a non-zero key "
+			    "such as \"0x1234\"",
+			    path, i);
 			goto fail;
 		}
 		if (find_reg(st, host, len) >= 0) {
-			vdisk_set_error("state-file '%s': registrants[%zu]: host-id registered twice", path,
-			                i);
+			vdisk_set_error(
+			    "state-file '%s': registrants[%zu]: host-id registered twice", path, i);
 			goto fail;
 		}
 		if (state_add(st, host, len, (*next_ctrl)++, key) < 0) {
@@ -432,14 +441,16 @@ static int state_load(const char *path, struct pr_state *st, uint16_t *next_ctrl
 	st->type = (uint8_t)t;
 	if (t != VDISK_PR_NONE) {
 		if (st->n == 0) {
-			vdisk_set_error("state-file '%s': type: a reservation without registrants", path);
+			vdisk_set_error("state-file '%s': type: a reservation without registrants",
+			                path);
 			goto fail;
 		}
 		if (!all_registrants(st->type)) {
 			if (!holder || parse_hex(holder, st->holder, &st->holder_len) < 0 ||
 			    find_reg(st, st->holder, st->holder_len) < 0) {
-				vdisk_set_error("state-file '%s': holder: expected the host-id of a registrant",
-				                path);
+				vdisk_set_error(
+				    "state-file '%s': holder: expected the host-id of a registrant",
+				    path);
 				goto fail;
 			}
 		}
@@ -497,11 +508,13 @@ static struct pr_domain *domain_get(const char *name, const char *state_file)
 		if (name && dom->name && strcmp(dom->name, name) == 0) {
 			if (state_file && !str_eq(dom->state_file, state_file)) {
 				if (dom->state_file)
-					vdisk_set_error("state-file: domain '%s' is open with state-file '%s'",
-					                name, dom->state_file);
+					vdisk_set_error(
+					    "state-file: domain '%s' is open with state-file '%s'",
+					    name, dom->state_file);
 				else
-					vdisk_set_error("state-file: domain '%s' is open without a state-file",
-					                name);
+					vdisk_set_error(
+					    "state-file: domain '%s' is open without a state-file",
+					    name);
 				pthread_mutex_unlock(&domains_lock);
 				return NULL;
 			}
@@ -892,13 +905,13 @@ static vdisk_status prw_report(struct vdisk *d, struct vdisk_pr_report *rep,
 }
 
 static const struct vdisk_pr_ops prw_pr_ops = {
-	.capabilities = prw_capabilities,
-	.report = prw_report,
-	.register_key = prw_register,
-	.reserve = prw_reserve,
-	.release = prw_release,
-	.clear = prw_clear,
-	.preempt = prw_preempt,
+    .capabilities = prw_capabilities,
+    .report = prw_report,
+    .register_key = prw_register,
+    .reserve = prw_reserve,
+    .release = prw_release,
+    .clear = prw_clear,
+    .preempt = prw_preempt,
 };
 
 /* ------------------------------------------------------------------------- */
@@ -925,18 +938,18 @@ static int prw_inspect(struct vdisk *d, json_t *obj)
 }
 
 const struct vdisk_driver vdisk_driver_prwrap = {
-	.struct_size = sizeof(struct vdisk_driver),
-	.name = "prwrap",
-	.description = "persistent reservations (SPC-4 / NVMe) over any disk, shared by the "
-	               "initiators of a domain (inner, host-id, domain, state-file)",
-	.open = prw_open,
-	.close = prw_close,
-	.read = prw_submit,
-	.write = prw_submit,
-	.flush = prw_submit,
-	.unmap = prw_submit,
-	.write_zeroes = prw_submit,
-	.extents = prw_submit,
-	.inspect = prw_inspect,
-	.pr = &prw_pr_ops,
+    .struct_size = sizeof(struct vdisk_driver),
+    .name = "prwrap",
+    .description = "persistent reservations (SPC-4 / NVMe) over any disk, shared by the "
+                   "initiators of a domain (inner, host-id, domain, state-file)",
+    .open = prw_open,
+    .close = prw_close,
+    .read = prw_submit,
+    .write = prw_submit,
+    .flush = prw_submit,
+    .unmap = prw_submit,
+    .write_zeroes = prw_submit,
+    .extents = prw_submit,
+    .inspect = prw_inspect,
+    .pr = &prw_pr_ops,
 };

@@ -41,7 +41,10 @@ struct ram {
 	struct ram_q *queues;
 };
 
-static uint64_t round_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+static uint64_t round_up(uint64_t x, uint64_t a)
+{
+	return (x + a - 1) / a * a;
+}
 
 static bool page_written(struct ram *m, uint64_t page)
 {
@@ -134,16 +137,20 @@ static int ram_open(struct vdisk *d, json_t *cfg)
 	uint64_t size = 0, ss = 512, max = 0;
 	bool huge = true;
 	int have_size;
-	if (vdisk_cfg_check(cfg, keys) < 0 || (have_size = vdisk_cfg_size(cfg, "size", &size)) < 0 ||
-	    vdisk_cfg_size(cfg, "sector-size", &ss) < 0 || vdisk_cfg_size(cfg, "max-size", &max) < 0 ||
+	if (vdisk_cfg_check(cfg, keys) < 0 ||
+	    (have_size = vdisk_cfg_size(cfg, "size", &size)) < 0 ||
+	    vdisk_cfg_size(cfg, "sector-size", &ss) < 0 ||
+	    vdisk_cfg_size(cfg, "max-size", &max) < 0 ||
 	    vdisk_cfg_bool(cfg, "huge-pages", &huge) < 0)
 		return -1;
 	if (!have_size)
 		return vdisk_set_error("size: required (for example size=1G)");
 	if (ss < 512 || ss > 65536 || (ss & (ss - 1)))
-		return vdisk_set_error("sector-size: %" PRIu64 " is not a power of two in 512..64k", ss);
+		return vdisk_set_error("sector-size: %" PRIu64 " is not a power of two in 512..64k",
+		                       ss);
 	if (size == 0 || size % ss)
-		return vdisk_set_error("size: %" PRIu64 " is not a non-zero multiple of the sector size %" PRIu64,
+		return vdisk_set_error("size: %" PRIu64
+		                       " is not a non-zero multiple of the sector size %" PRIu64,
 		                       size, ss);
 	if (size > (1ull << 46))
 		return vdisk_set_error("size: %" PRIu64 " is larger than 64 TiB", size);
@@ -162,8 +169,8 @@ static int ram_open(struct vdisk *d, json_t *cfg)
 	m->shift = (unsigned)__builtin_ctzll(ss);
 	m->huge = huge;
 	m->size = size;
-	m->base = mmap(NULL, m->reserved, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-	               -1, 0);
+	m->base =
+	    mmap(NULL, m->reserved, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (m->base == MAP_FAILED) {
 		vdisk_set_error_errno(errno, "reserving %" PRIu64 " bytes", m->reserved);
 		m->base = NULL;
@@ -193,7 +200,10 @@ static int ram_open(struct vdisk *d, json_t *cfg)
 	return 0;
 }
 
-static void ram_close(struct vdisk *d) { ram_free(vdisk_priv(d)); }
+static void ram_close(struct vdisk *d)
+{
+	ram_free(vdisk_priv(d));
+}
 
 static int ram_queue_init(struct vdisk *d, struct vdisk_queue *q, void **qstate)
 {
@@ -320,7 +330,8 @@ static int ram_extents(struct vdisk_req *r)
 		uint64_t next = ustart + unit;
 		while (next < end) {
 			uint64_t page = next / PAGE;
-			uint64_t w = atomic_load_explicit(&m->bitmap[page / 64], memory_order_relaxed);
+			uint64_t w =
+			    atomic_load_explicit(&m->bitmap[page / 64], memory_order_relaxed);
 			if (page % 64 == 0 && unit == PAGE && w == (data ? ~0ull : 0)) {
 				next += 64ull * PAGE;
 				continue;
@@ -384,19 +395,19 @@ static int ram_inspect(struct vdisk *d, json_t *obj)
 }
 
 const struct vdisk_driver vdisk_driver_ram = {
-	.struct_size = sizeof(struct vdisk_driver),
-	.name = "ram",
-	.description = "sparse disk in memory (size, sector-size, max-size, huge-pages)",
-	.open = ram_open,
-	.close = ram_close,
-	.queue_init = ram_queue_init,
-	.queue_fini = ram_queue_fini,
-	.read = ram_read,
-	.write = ram_write,
-	.flush = ram_flush,
-	.unmap = ram_zero,
-	.write_zeroes = ram_zero,
-	.extents = ram_extents,
-	.resize = ram_resize,
-	.inspect = ram_inspect,
+    .struct_size = sizeof(struct vdisk_driver),
+    .name = "ram",
+    .description = "sparse disk in memory (size, sector-size, max-size, huge-pages)",
+    .open = ram_open,
+    .close = ram_close,
+    .queue_init = ram_queue_init,
+    .queue_fini = ram_queue_fini,
+    .read = ram_read,
+    .write = ram_write,
+    .flush = ram_flush,
+    .unmap = ram_zero,
+    .write_zeroes = ram_zero,
+    .extents = ram_extents,
+    .resize = ram_resize,
+    .inspect = ram_inspect,
 };

@@ -39,11 +39,11 @@ struct stripe {
  * per-member counters used while a request is split (never across calls). */
 struct stripe_q {
 	void *free_iov[IOV_CLASSES];
-	uint64_t *m_start;  /* first member sector */
-	uint64_t *m_count;  /* sectors */
-	unsigned *m_niov;   /* iovec entries */
-	unsigned *m_pos;    /* next entry to fill */
-	unsigned *touched;  /* members in use, in the order first met */
+	uint64_t *m_start; /* first member sector */
+	uint64_t *m_count; /* sectors */
+	unsigned *m_niov;  /* iovec entries */
+	unsigned *m_pos;   /* next entry to fill */
+	unsigned *touched; /* members in use, in the order first met */
 };
 
 struct stripe_ctx {
@@ -111,8 +111,9 @@ static int striped_open(struct vdisk *d, json_t *cfg)
 	for (unsigned i = 0; i < s->n; i++) {
 		struct vdisk *di = s->disks[i];
 		if (vdisk_sector_size(di) != s->ss) {
-			vdisk_set_error("disks[%u]: %" PRIu32 "-byte sectors, but disks[0] has %" PRIu32, i,
-			                vdisk_sector_size(di), s->ss);
+			vdisk_set_error("disks[%u]: %" PRIu32
+			                "-byte sectors, but disks[0] has %" PRIu32,
+			                i, vdisk_sector_size(di), s->ss);
 			goto fail;
 		}
 		if (vdisk_sector_count(di) != count0) {
@@ -155,7 +156,8 @@ static int striped_open(struct vdisk *d, json_t *cfg)
 			goto fail;
 		}
 		if (want_count % (s->spc * s->n)) {
-			vdisk_set_error("sector-count: %" PRIu64 " is not a multiple of a stripe (%" PRIu64
+			vdisk_set_error("sector-count: %" PRIu64
+			                " is not a multiple of a stripe (%" PRIu64
 			                " sectors: %u members x %" PRIu64 ")",
 			                want_count, s->spc * s->n, s->n, s->spc);
 			goto fail;
@@ -169,9 +171,12 @@ static int striped_open(struct vdisk *d, json_t *cfg)
 	m->sector_count = count;
 	m->fua = fua;
 	m->read_only = ro0;
-	m->unmap = zero ? VDISK_UNMAP_ZEROES : ignored ? VDISK_UNMAP_IGNORED : VDISK_UNMAP_UNSPECIFIED;
+	m->unmap = zero      ? VDISK_UNMAP_ZEROES
+	           : ignored ? VDISK_UNMAP_IGNORED
+	                     : VDISK_UNMAP_UNSPECIFIED;
 	m->optimal_unmap_sectors = opt;
-	m->caps = (fast_zero ? VDISK_CAP_FAST_ZERO : 0) | (shared_flush ? VDISK_CAP_SHARED_FLUSH : 0);
+	m->caps =
+	    (fast_zero ? VDISK_CAP_FAST_ZERO : 0) | (shared_flush ? VDISK_CAP_SHARED_FLUSH : 0);
 	m->req_ctx_size = sizeof(struct stripe_ctx);
 	return 0;
 fail:
@@ -319,8 +324,8 @@ static inline uint64_t member_sector(const struct stripe *s, uint64_t c, uint64_
 /* Split [sector, sector+count) into per-member ranges: sq->touched[0..k),
  * m_start, m_count.  If cur is given, also count each member's iovec entries
  * (m_niov) over the caller's buffer. */
-static unsigned split(const struct stripe *s, struct stripe_q *sq, uint64_t sector,
-                      uint64_t count, struct cur *cur)
+static unsigned split(const struct stripe *s, struct stripe_q *sq, uint64_t sector, uint64_t count,
+                      struct cur *cur)
 {
 	unsigned k = 0;
 	uint64_t end = sector + count;
@@ -410,7 +415,8 @@ static int striped_rw(struct vdisk_req *r)
 			break;
 		}
 		vdisk_req_prep_rw(child, (enum vdisk_op)r->op, sq->m_start[d],
-		                  x->iov + (sq->m_pos[d] - sq->m_niov[d]), (int)sq->m_niov[d], r->flags);
+		                  x->iov + (sq->m_pos[d] - sq->m_niov[d]), (int)sq->m_niov[d],
+		                  r->flags);
 		child->done = piece_done;
 		child->opaque = r;
 		vdisk_req_submit(child);
@@ -494,17 +500,17 @@ static int striped_inspect(struct vdisk *d, json_t *obj)
 }
 
 const struct vdisk_driver vdisk_driver_striped = {
-	.struct_size = sizeof(struct vdisk_driver),
-	.name = "striped",
-	.description = "RAID-0 over several disks (disks, chunk-size, sector-count)",
-	.open = striped_open,
-	.close = striped_close,
-	.queue_init = striped_queue_init,
-	.queue_fini = striped_queue_fini,
-	.read = striped_rw,
-	.write = striped_rw,
-	.flush = striped_flush,
-	.unmap = striped_range,
-	.write_zeroes = striped_range,
-	.inspect = striped_inspect,
+    .struct_size = sizeof(struct vdisk_driver),
+    .name = "striped",
+    .description = "RAID-0 over several disks (disks, chunk-size, sector-count)",
+    .open = striped_open,
+    .close = striped_close,
+    .queue_init = striped_queue_init,
+    .queue_fini = striped_queue_fini,
+    .read = striped_rw,
+    .write = striped_rw,
+    .flush = striped_flush,
+    .unmap = striped_range,
+    .write_zeroes = striped_range,
+    .inspect = striped_inspect,
 };

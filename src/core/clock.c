@@ -39,5 +39,11 @@ double vd_ticks_per_ns(void)
 }
 
 /* For tools in this tree that time things the same way (vdisk bench). */
-VD_EXPORT uint64_t vdisk_ticks(void) { return vd_ticks(); }
-VD_EXPORT double vdisk_ticks_per_ns(void) { return vd_ticks_per_ns(); }
+VD_EXPORT uint64_t vdisk_ticks(void)
+{
+	return vd_ticks();
+}
+VD_EXPORT double vdisk_ticks_per_ns(void)
+{
+	return vd_ticks_per_ns();
+}

@@ -15,7 +15,10 @@
 
 static _Thread_local bool err_located; /* the message already names its layer */
 
-static bool is_pow2(uint64_t x) { return x && !(x & (x - 1)); }
+static bool is_pow2(uint64_t x)
+{
+	return x && !(x & (x - 1));
+}
 
 static char *child_path(const char *parent, const char *what)
 {
@@ -100,11 +103,13 @@ static json_t *printable(json_t *v)
 	if (json_is_object(v)) {
 		const char *k;
 		json_t *x;
-		json_object_foreach(v, k, x) json_object_set_new(v, k, printable(x));
+		json_object_foreach (v, k, x)
+			json_object_set_new(v, k, printable(x));
 	} else if (json_is_array(v)) {
 		size_t i;
 		json_t *x;
-		json_array_foreach(v, i, x) json_array_set_new(v, i, printable(x));
+		json_array_foreach (v, i, x)
+			json_array_set_new(v, i, printable(x));
 	}
 	return json_incref(v);
 }
@@ -198,15 +203,17 @@ struct vdisk *vd_open_spec_json(json_t *spec, const char *path, struct vdisk *pa
 			goto fail;
 		if (strcmp(probed, "file") != 0 && strcmp(probed, "blockdev") != 0) {
 			if (!ro) {
-				vdisk_set_error("'%s' looks like a %s image; to open it writable, give its "
-				                "type (%s:path=... or, for raw data, file:path=...)",
-				                file, probed, probed);
+				vdisk_set_error(
+				    "'%s' looks like a %s image; to open it writable, give its "
+				    "type (%s:path=... or, for raw data, file:path=...)",
+				    file, probed, probed);
 				goto fail;
 			}
 			if (!vd_driver_find(probed)) {
-				vdisk_set_error("'%s' looks like a %s image, which this build cannot open; "
-				                "give file:path=... to read it as raw data",
-				                file, probed);
+				vdisk_set_error(
+				    "'%s' looks like a %s image, which this build cannot open; "
+				    "give file:path=... to read it as raw data",
+				    file, probed);
 				goto fail;
 			}
 		}
@@ -326,11 +333,13 @@ static int finalize_root(struct vdisk *root)
 	number_nodes(root, root, &next);
 	for (unsigned i = 0; i < n; i++)
 		for (unsigned k = i + 1; root->nodes[i]->id && k < n; k++)
-			if (root->nodes[k]->id && strcmp(root->nodes[i]->id, root->nodes[k]->id) == 0)
-				return vdisk_set_error("id '%s' is given to two layers ('%s' and '%s')",
-				                       root->nodes[i]->id,
-				                       *root->nodes[i]->path ? root->nodes[i]->path : "top",
-				                       root->nodes[k]->path);
+			if (root->nodes[k]->id &&
+			    strcmp(root->nodes[i]->id, root->nodes[k]->id) == 0)
+				return vdisk_set_error(
+				    "id '%s' is given to two layers ('%s' and '%s')",
+				    root->nodes[i]->id,
+				    *root->nodes[i]->path ? root->nodes[i]->path : "top",
+				    root->nodes[k]->path);
 	return 0;
 }
 
@@ -437,9 +446,18 @@ uint64_t vd_sector_count(const struct vdisk *d)
 	return atomic_load_explicit(&d->sector_count, memory_order_acquire);
 }
 
-VD_EXPORT const char *vdisk_type(const struct vdisk *d) { return d->drv->name; }
-VD_EXPORT uint64_t vdisk_sector_count(const struct vdisk *d) { return vd_sector_count(d); }
-VD_EXPORT uint32_t vdisk_sector_size(const struct vdisk *d) { return d->meta.sector_size; }
+VD_EXPORT const char *vdisk_type(const struct vdisk *d)
+{
+	return d->drv->name;
+}
+VD_EXPORT uint64_t vdisk_sector_count(const struct vdisk *d)
+{
+	return vd_sector_count(d);
+}
+VD_EXPORT uint32_t vdisk_sector_size(const struct vdisk *d)
+{
+	return d->meta.sector_size;
+}
 VD_EXPORT uint32_t vdisk_physical_sector_size(const struct vdisk *d)
 {
 	return d->meta.physical_sector_size;
@@ -450,8 +468,14 @@ VD_EXPORT bool vdisk_disk_id(const struct vdisk *d, uint8_t id[16])
 		memcpy(id, d->meta.disk_id, 16);
 	return d->meta.has_disk_id;
 }
-VD_EXPORT bool vdisk_fua_respected(const struct vdisk *d) { return d->meta.fua; }
-VD_EXPORT bool vdisk_read_only(const struct vdisk *d) { return d->meta.read_only; }
+VD_EXPORT bool vdisk_fua_respected(const struct vdisk *d)
+{
+	return d->meta.fua;
+}
+VD_EXPORT bool vdisk_read_only(const struct vdisk *d)
+{
+	return d->meta.read_only;
+}
 VD_EXPORT enum vdisk_unmap_behavior vdisk_unmap_behavior(const struct vdisk *d)
 {
 	return (enum vdisk_unmap_behavior)d->meta.unmap;
@@ -460,13 +484,31 @@ VD_EXPORT uint32_t vdisk_optimal_unmap_sectors(const struct vdisk *d)
 {
 	return d->meta.optimal_unmap_sectors;
 }
-VD_EXPORT bool vdisk_has_persistent_reservations(const struct vdisk *d) { return d->meta.has_pr; }
-VD_EXPORT unsigned vdisk_caps(const struct vdisk *d) { return d->meta.caps; }
+VD_EXPORT bool vdisk_has_persistent_reservations(const struct vdisk *d)
+{
+	return d->meta.has_pr;
+}
+VD_EXPORT unsigned vdisk_caps(const struct vdisk *d)
+{
+	return d->meta.caps;
+}
 
-VD_EXPORT struct vdisk_meta *vdisk_meta(struct vdisk *d) { return &d->meta; }
-VD_EXPORT void *vdisk_priv(const struct vdisk *d) { return d->priv; }
-VD_EXPORT void vdisk_set_priv(struct vdisk *d, void *priv) { d->priv = priv; }
-VD_EXPORT bool vdisk_read_only_requested(const struct vdisk *d) { return d->ro_requested; }
+VD_EXPORT struct vdisk_meta *vdisk_meta(struct vdisk *d)
+{
+	return &d->meta;
+}
+VD_EXPORT void *vdisk_priv(const struct vdisk *d)
+{
+	return d->priv;
+}
+VD_EXPORT void vdisk_set_priv(struct vdisk *d, void *priv)
+{
+	d->priv = priv;
+}
+VD_EXPORT bool vdisk_read_only_requested(const struct vdisk *d)
+{
+	return d->ro_requested;
+}
 
 VD_EXPORT void vdisk_meta_inherit(struct vdisk *d, struct vdisk *inner)
 {
@@ -475,8 +517,8 @@ VD_EXPORT void vdisk_meta_inherit(struct vdisk *d, struct vdisk *inner)
 	d->meta.sector_count = vd_sector_count(inner);
 	d->meta.req_ctx_size = ctx;
 	/* the core re-derives these from the decorator's own driver table */
-	d->meta.caps &= ~(unsigned)(VDISK_CAP_WRITE_ZEROES | VDISK_CAP_EXTENTS |
-	                            VDISK_CAP_RESIZE | VDISK_CAP_EJECT | VDISK_CAP_FAST_ZERO);
+	d->meta.caps &= ~(unsigned)(VDISK_CAP_WRITE_ZEROES | VDISK_CAP_EXTENTS | VDISK_CAP_RESIZE |
+	                            VDISK_CAP_EJECT | VDISK_CAP_FAST_ZERO);
 	if (inner->meta.caps & VDISK_CAP_RESIZE)
 		d->meta.caps |= VDISK_CAP_RESIZE;
 	d->size_src = inner;
@@ -574,7 +616,8 @@ VD_EXPORT int vdisk_ctl(struct vdisk *d, const char *op, const char *json_args, 
 		json_error_t err;
 		args = json_loads(json_args, JSON_DECODE_ANY, &err);
 		if (!args)
-			return vdisk_set_error("vdisk_ctl %s: invalid JSON arguments: %s", op, err.text);
+			return vdisk_set_error("vdisk_ctl %s: invalid JSON arguments: %s", op,
+			                       err.text);
 	} else {
 		args = json_object();
 	}

@@ -13,8 +13,14 @@
 static _Thread_local char errmsg[ERRMSG_MAX];
 static _Thread_local int errnum_tls;
 
-VD_EXPORT const char *vdisk_errmsg(void) { return errmsg; }
-VD_EXPORT int vdisk_errno(void) { return errnum_tls; }
+VD_EXPORT const char *vdisk_errmsg(void)
+{
+	return errmsg;
+}
+VD_EXPORT int vdisk_errno(void)
+{
+	return errnum_tls;
+}
 
 void vd_clear_error(void)
 {
@@ -75,40 +81,40 @@ _Noreturn void vd_bug(const char *fmt, ...)
 }
 
 static const char *const error_names[VDISK_ERR__COUNT] = {
-	[VDISK_OK] = "ok",
-	[VDISK_ERR_ILLEGAL_BLOCK] = "illegal-block",
-	[VDISK_ERR_INVALID_INPUT] = "invalid-input",
-	[VDISK_ERR_IO] = "io-error",
-	[VDISK_ERR_MEDIUM] = "medium-error",
-	[VDISK_ERR_MEMORY_ACCESS] = "memory-access",
-	[VDISK_ERR_READ_ONLY] = "read-only",
-	[VDISK_ERR_RESERVATION_CONFLICT] = "reservation-conflict",
-	[VDISK_ERR_ABORTED_PREEMPT] = "aborted-preempt",
-	[VDISK_ERR_UNSUPPORTED_EJECT] = "unsupported-eject",
-	[VDISK_ERR_NOT_SUPPORTED] = "not-supported",
+    [VDISK_OK] = "ok",
+    [VDISK_ERR_ILLEGAL_BLOCK] = "illegal-block",
+    [VDISK_ERR_INVALID_INPUT] = "invalid-input",
+    [VDISK_ERR_IO] = "io-error",
+    [VDISK_ERR_MEDIUM] = "medium-error",
+    [VDISK_ERR_MEMORY_ACCESS] = "memory-access",
+    [VDISK_ERR_READ_ONLY] = "read-only",
+    [VDISK_ERR_RESERVATION_CONFLICT] = "reservation-conflict",
+    [VDISK_ERR_ABORTED_PREEMPT] = "aborted-preempt",
+    [VDISK_ERR_UNSUPPORTED_EJECT] = "unsupported-eject",
+    [VDISK_ERR_NOT_SUPPORTED] = "not-supported",
 };
 
 static const char *const error_text[VDISK_ERR__COUNT] = {
-	[VDISK_OK] = "success",
-	[VDISK_ERR_ILLEGAL_BLOCK] = "sector out of range",
-	[VDISK_ERR_INVALID_INPUT] = "invalid request",
-	[VDISK_ERR_IO] = "I/O error",
-	[VDISK_ERR_MEDIUM] = "medium error",
-	[VDISK_ERR_MEMORY_ACCESS] = "guest memory not accessible",
-	[VDISK_ERR_READ_ONLY] = "disk is read-only",
-	[VDISK_ERR_RESERVATION_CONFLICT] = "reservation conflict",
-	[VDISK_ERR_ABORTED_PREEMPT] = "aborted by preempt-and-abort",
-	[VDISK_ERR_UNSUPPORTED_EJECT] = "eject not supported",
-	[VDISK_ERR_NOT_SUPPORTED] = "operation not supported as asked",
+    [VDISK_OK] = "success",
+    [VDISK_ERR_ILLEGAL_BLOCK] = "sector out of range",
+    [VDISK_ERR_INVALID_INPUT] = "invalid request",
+    [VDISK_ERR_IO] = "I/O error",
+    [VDISK_ERR_MEDIUM] = "medium error",
+    [VDISK_ERR_MEMORY_ACCESS] = "guest memory not accessible",
+    [VDISK_ERR_READ_ONLY] = "disk is read-only",
+    [VDISK_ERR_RESERVATION_CONFLICT] = "reservation conflict",
+    [VDISK_ERR_ABORTED_PREEMPT] = "aborted by preempt-and-abort",
+    [VDISK_ERR_UNSUPPORTED_EJECT] = "eject not supported",
+    [VDISK_ERR_NOT_SUPPORTED] = "operation not supported as asked",
 };
 
 static const char *const medium_names[] = {
-	[VDISK_MEDIUM_NONE] = "",
-	[VDISK_MEDIUM_APP_TAG_CHECK] = "application tag check failed",
-	[VDISK_MEDIUM_GUARD_CHECK] = "guard check failed",
-	[VDISK_MEDIUM_REF_TAG_CHECK] = "reference tag check failed",
-	[VDISK_MEDIUM_UNRECOVERED_READ] = "unrecovered read error",
-	[VDISK_MEDIUM_WRITE_FAULT] = "write fault",
+    [VDISK_MEDIUM_NONE] = "",
+    [VDISK_MEDIUM_APP_TAG_CHECK] = "application tag check failed",
+    [VDISK_MEDIUM_GUARD_CHECK] = "guard check failed",
+    [VDISK_MEDIUM_REF_TAG_CHECK] = "reference tag check failed",
+    [VDISK_MEDIUM_UNRECOVERED_READ] = "unrecovered read error",
+    [VDISK_MEDIUM_WRITE_FAULT] = "write fault",
 };
 
 VD_EXPORT const char *vdisk_error_name(enum vdisk_error kind)
@@ -170,18 +176,21 @@ VD_EXPORT const char *vdisk_unmap_behavior_name(enum vdisk_unmap_behavior b)
 VD_EXPORT const char *vdisk_op_name(enum vdisk_op op)
 {
 	static const char *const names[VD_NOPS] = {
-		[VDISK_OP_READ] = "read",
-		[VDISK_OP_WRITE] = "write",
-		[VDISK_OP_FLUSH] = "flush",
-		[VDISK_OP_UNMAP] = "unmap",
-		[VDISK_OP_WRITE_ZEROES] = "write_zeroes",
-		[VDISK_OP_EXTENTS] = "extents",
-		[VDISK_OP_EJECT] = "eject",
-		[VD_OP_WAIT_RESIZE] = "wait_resize",
+	    [VDISK_OP_READ] = "read",
+	    [VDISK_OP_WRITE] = "write",
+	    [VDISK_OP_FLUSH] = "flush",
+	    [VDISK_OP_UNMAP] = "unmap",
+	    [VDISK_OP_WRITE_ZEROES] = "write_zeroes",
+	    [VDISK_OP_EXTENTS] = "extents",
+	    [VDISK_OP_EJECT] = "eject",
+	    [VD_OP_WAIT_RESIZE] = "wait_resize",
 	};
 	if ((unsigned)op >= VD_NOPS)
 		return "unknown";
 	return names[op];
 }
 
-VD_EXPORT const char *vdisk_version(void) { return VDISK_VERSION_STRING; }
+VD_EXPORT const char *vdisk_version(void)
+{
+	return VDISK_VERSION_STRING;
+}

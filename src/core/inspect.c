@@ -25,13 +25,15 @@ static void add_meta(json_t *o, struct vdisk *d)
 	json_object_set_new(o, "disk_id", disk_id_json(d));
 	json_object_set_new(o, "fua", json_boolean(d->meta.fua));
 	json_object_set_new(o, "read_only", json_boolean(d->meta.read_only));
-	json_object_set_new(o, "unmap_behavior",
-	                    json_string(vdisk_unmap_behavior_name((enum vdisk_unmap_behavior)d->meta.unmap)));
-	json_object_set_new(o, "optimal_unmap_sectors", json_integer(d->meta.optimal_unmap_sectors));
+	json_object_set_new(
+	    o, "unmap_behavior",
+	    json_string(vdisk_unmap_behavior_name((enum vdisk_unmap_behavior)d->meta.unmap)));
+	json_object_set_new(o, "optimal_unmap_sectors",
+	                    json_integer(d->meta.optimal_unmap_sectors));
 	json_object_set_new(o, "persistent_reservations", json_boolean(d->meta.has_pr));
 	json_t *caps = json_array();
-	static const char *const capnames[] = {"write_zeroes", "fast_zero", "extents",
-	                                       "resize", "shared_flush", "eject"};
+	static const char *const capnames[] = {"write_zeroes", "fast_zero",    "extents",
+	                                       "resize",       "shared_flush", "eject"};
 	for (unsigned i = 0; i < sizeof capnames / sizeof *capnames; i++)
 		if (d->meta.caps & (1u << i))
 			json_array_append_new(caps, json_string(capnames[i]));
@@ -48,8 +50,10 @@ static json_t *stats_json(struct vd_stats *s)
 			continue;
 		json_t *e = json_object();
 		json_object_set_new(e, "ops", json_integer((json_int_t)ops));
-		json_object_set_new(e, "bytes", json_integer((json_int_t)atomic_load(&s->bytes[op])));
-		json_object_set_new(e, "errors", json_integer((json_int_t)atomic_load(&s->errors[op])));
+		json_object_set_new(e, "bytes",
+		                    json_integer((json_int_t)atomic_load(&s->bytes[op])));
+		json_object_set_new(e, "errors",
+		                    json_integer((json_int_t)atomic_load(&s->errors[op])));
 		json_t *h = json_array();
 		for (unsigned b = 0; b < VD_HIST_BUCKETS; b++) {
 			uint64_t c = atomic_load_explicit(&s->hist[op][b], memory_order_relaxed);
@@ -57,8 +61,8 @@ static json_t *stats_json(struct vd_stats *s)
 				continue;
 			/* bucket b holds latencies below 2^b ticks */
 			double upper = (double)(1ull << b) / tpn;
-			json_array_append_new(h, json_pack("[I,I]", (json_int_t)(upper + 0.5),
-			                                   (json_int_t)c));
+			json_array_append_new(
+			    h, json_pack("[I,I]", (json_int_t)(upper + 0.5), (json_int_t)c));
 		}
 		json_object_set_new(e, "latency_log2_ns", h);
 		json_object_set_new(o, vdisk_op_name((enum vdisk_op)op), e);

@@ -61,20 +61,20 @@ struct vdisk {
 	struct vdisk *parent;
 	struct vdisk **children;
 	unsigned nchildren;
-	unsigned index;       /* in the root's nodes[] */
-	unsigned subtree;     /* layers from this one down: nodes[index .. index+subtree) */
+	unsigned index;   /* in the root's nodes[] */
+	unsigned subtree; /* layers from this one down: nodes[index .. index+subtree) */
 	struct vdisk *root;
 	struct vdisk **nodes; /* root only: every layer, index order */
 	unsigned nnodes;      /* root only */
 	char *id;
-	char *path;           /* place in the spec: "", "inner", "disks[1]" */
-	json_t *config;       /* redacted copy, for inspect */
+	char *path;     /* place in the spec: "", "inner", "disks[1]" */
+	json_t *config; /* redacted copy, for inspect */
 
 	/* resize waiters and queues: guarded by lock */
 	pthread_mutex_t lock;
 	struct vdisk_req *waiters;
-	struct vdisk_queue *queues;   /* root only: live queues (for stats) */
-	struct vd_stats *stats_done;  /* root only: totals of destroyed queues, per node */
+	struct vdisk_queue *queues;    /* root only: live queues (for stats) */
+	struct vd_stats *stats_done;   /* root only: totals of destroyed queues, per node */
 	struct vdisk_queue *sync_idle; /* queues on this layer for the synchronous API */
 };
 
@@ -89,8 +89,8 @@ struct vd_bounce_class {
 };
 
 struct vdisk_queue {
-	struct vdisk *top;  /* the layer it was created on: user I/O goes there */
-	struct vdisk *tree; /* the root of the stack */
+	struct vdisk *top;    /* the layer it was created on: user I/O goes there */
+	struct vdisk *tree;   /* the root of the stack */
 	unsigned first, last; /* the layers it has state for: nodes[first .. last) */
 	unsigned nnodes;
 	void **qstate;
@@ -104,9 +104,9 @@ struct vdisk_queue {
 	/* completions from other threads (worker pool, resize) */
 	_Atomic(struct vdisk_req *) remote;
 
-	unsigned inflight;   /* user requests */
+	unsigned inflight;        /* user requests */
 	unsigned remote_expected; /* requests that will complete through `remote` */
-	uint64_t ncomplete;  /* user completions delivered */
+	uint64_t ncomplete;       /* user completions delivered */
 	unsigned in_poll;
 	unsigned in_submit;
 	unsigned plugged;

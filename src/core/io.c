@@ -252,8 +252,7 @@ static inline vdisk_status validate(struct vdisk_req *r)
 		    VD_UNLIKELY(d->meta.read_only))
 			return vdisk_status_make(VDISK_ERR_READ_ONLY, 0);
 		break;
-	default:
-		break;
+	default: break;
 	}
 	return vdisk_status_ok();
 }
@@ -492,7 +491,10 @@ VD_EXPORT void vdisk_req_prep_range(struct vdisk_req *r, enum vdisk_op op, uint6
 	r->flags = flags;
 }
 
-VD_EXPORT void vdisk_req_prep_flush(struct vdisk_req *r) { r->op = VDISK_OP_FLUSH; }
+VD_EXPORT void vdisk_req_prep_flush(struct vdisk_req *r)
+{
+	r->op = VDISK_OP_FLUSH;
+}
 
 VD_EXPORT void vdisk_req_prep_extents(struct vdisk_req *r, uint64_t sector, uint64_t count,
                                       struct vdisk_extent *ext, unsigned max, unsigned *n)
@@ -713,14 +715,16 @@ static int submit_guest(struct vdisk_queue *q, enum vdisk_op op, uint64_t sector
 		uint64_t gpa = ranges[i].gpa, left = ranges[i].len;
 		while (left) {
 			void *host;
-			int64_t got = mem->translate(mem->ctx, gpa, left, op == VDISK_OP_READ, &host);
+			int64_t got =
+			    mem->translate(mem->ctx, gpa, left, op == VDISK_OP_READ, &host);
 			if (got <= 0 || (uint64_t)got > left) {
 				fault = true;
 				break;
 			}
 			if (n == b->cap) {
 				/* more pieces than ranges: grow to a private block */
-				struct iovblk *nb = malloc(sizeof *nb + (size_t)b->cap * 2 * sizeof(struct iovec));
+				struct iovblk *nb =
+				    malloc(sizeof *nb + (size_t)b->cap * 2 * sizeof(struct iovec));
 				if (!nb) {
 					fault = true;
 					break;
@@ -763,8 +767,8 @@ VD_EXPORT int vdisk_read_guest(struct vdisk_queue *q, uint64_t sector,
 
 VD_EXPORT int vdisk_write_guest(struct vdisk_queue *q, uint64_t sector,
                                 const struct vdisk_guest_mem *mem,
-                                const struct vdisk_guest_range *ranges, int nranges,
-                                unsigned flags, vdisk_done_fn *done, void *opaque)
+                                const struct vdisk_guest_range *ranges, int nranges, unsigned flags,
+                                vdisk_done_fn *done, void *opaque)
 {
 	return submit_guest(q, VDISK_OP_WRITE, sector, mem, ranges, nranges, flags, done, opaque);
 }

@@ -12,25 +12,25 @@ VD_EXPORT size_t vdisk_iov_length(const struct iovec *iov, int iovcnt)
 }
 
 /* Walk bytes [off, off+len) of iov, calling fn on each contiguous piece. */
-#define IOV_WALK(iov, iovcnt, off, len, BODY)                                              \
-	do {                                                                                   \
-		size_t skip_ = (off), left_ = (len), done_ = 0;                                    \
-		for (int i_ = 0; i_ < (iovcnt) && left_; i_++) {                                   \
-			size_t l_ = (iov)[i_].iov_len;                                                 \
-			if (skip_ >= l_) {                                                             \
-				skip_ -= l_;                                                               \
-				continue;                                                                  \
-			}                                                                              \
-			unsigned char *p_ = (unsigned char *)(iov)[i_].iov_base + skip_;               \
-			size_t n_ = l_ - skip_;                                                        \
-			if (n_ > left_)                                                                \
-				n_ = left_;                                                                \
-			skip_ = 0;                                                                     \
-			BODY;                                                                          \
-			done_ += n_;                                                                   \
-			left_ -= n_;                                                                   \
-		}                                                                                  \
-		(void)done_;                                                                       \
+#define IOV_WALK(iov, iovcnt, off, len, BODY)                                            \
+	do {                                                                             \
+		size_t skip_ = (off), left_ = (len), done_ = 0;                          \
+		for (int i_ = 0; i_ < (iovcnt) && left_; i_++) {                         \
+			size_t l_ = (iov)[i_].iov_len;                                   \
+			if (skip_ >= l_) {                                               \
+				skip_ -= l_;                                             \
+				continue;                                                \
+			}                                                                \
+			unsigned char *p_ = (unsigned char *)(iov)[i_].iov_base + skip_; \
+			size_t n_ = l_ - skip_;                                          \
+			if (n_ > left_)                                                  \
+				n_ = left_;                                              \
+			skip_ = 0;                                                       \
+			BODY;                                                            \
+			done_ += n_;                                                     \
+			left_ -= n_;                                                     \
+		}                                                                        \
+		(void)done_;                                                             \
 	} while (0)
 
 VD_EXPORT void vdisk_iov_to_buf(const struct iovec *iov, int iovcnt, size_t off, void *buf,
@@ -40,15 +40,14 @@ VD_EXPORT void vdisk_iov_to_buf(const struct iovec *iov, int iovcnt, size_t off,
 	IOV_WALK(iov, iovcnt, off, len, memcpy(b + done_, p_, n_));
 }
 
-VD_EXPORT void vdisk_iov_from_buf(const struct iovec *iov, int iovcnt, size_t off,
-                                  const void *buf, size_t len)
+VD_EXPORT void vdisk_iov_from_buf(const struct iovec *iov, int iovcnt, size_t off, const void *buf,
+                                  size_t len)
 {
 	const unsigned char *b = buf;
 	IOV_WALK(iov, iovcnt, off, len, memcpy(p_, b + done_, n_));
 }
 
-VD_EXPORT void vdisk_iov_memset(const struct iovec *iov, int iovcnt, size_t off, int c,
-                                size_t len)
+VD_EXPORT void vdisk_iov_memset(const struct iovec *iov, int iovcnt, size_t off, int c, size_t len)
 {
 	IOV_WALK(iov, iovcnt, off, len, memset(p_, c, n_));
 }

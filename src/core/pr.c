@@ -38,7 +38,10 @@ static vdisk_status not_supported(void)
 	return vdisk_status_make(VDISK_ERR_NOT_SUPPORTED, EOPNOTSUPP);
 }
 
-static vdisk_status invalid(void) { return vdisk_status_make(VDISK_ERR_INVALID_INPUT, EINVAL); }
+static vdisk_status invalid(void)
+{
+	return vdisk_status_make(VDISK_ERR_INVALID_INPUT, EINVAL);
+}
 
 static bool type_ok(enum vdisk_pr_type t)
 {
@@ -48,13 +51,13 @@ static bool type_ok(enum vdisk_pr_type t)
 VD_EXPORT const char *vdisk_pr_type_name(enum vdisk_pr_type type)
 {
 	static const char *const names[] = {
-		[VDISK_PR_NONE] = "none",
-		[VDISK_PR_WRITE_EXCLUSIVE] = "write-exclusive",
-		[VDISK_PR_EXCLUSIVE_ACCESS] = "exclusive-access",
-		[VDISK_PR_WRITE_EXCLUSIVE_REGISTRANTS_ONLY] = "write-exclusive-registrants-only",
-		[VDISK_PR_EXCLUSIVE_ACCESS_REGISTRANTS_ONLY] = "exclusive-access-registrants-only",
-		[VDISK_PR_WRITE_EXCLUSIVE_ALL_REGISTRANTS] = "write-exclusive-all-registrants",
-		[VDISK_PR_EXCLUSIVE_ACCESS_ALL_REGISTRANTS] = "exclusive-access-all-registrants",
+	    [VDISK_PR_NONE] = "none",
+	    [VDISK_PR_WRITE_EXCLUSIVE] = "write-exclusive",
+	    [VDISK_PR_EXCLUSIVE_ACCESS] = "exclusive-access",
+	    [VDISK_PR_WRITE_EXCLUSIVE_REGISTRANTS_ONLY] = "write-exclusive-registrants-only",
+	    [VDISK_PR_EXCLUSIVE_ACCESS_REGISTRANTS_ONLY] = "exclusive-access-registrants-only",
+	    [VDISK_PR_WRITE_EXCLUSIVE_ALL_REGISTRANTS] = "write-exclusive-all-registrants",
+	    [VDISK_PR_EXCLUSIVE_ACCESS_ALL_REGISTRANTS] = "exclusive-access-all-registrants",
 	};
 	if ((unsigned)type >= sizeof names / sizeof *names)
 		return "unknown";
@@ -90,7 +93,8 @@ VD_EXPORT vdisk_status vdisk_pr_register(struct vdisk *d, uint64_t current_key, 
                                          unsigned flags)
 {
 	const struct vdisk_pr_ops *ops = NULL;
-	const unsigned known = VDISK_PR_IGNORE_EXISTING_KEY | VDISK_PR_SET_PTPL | VDISK_PR_CLEAR_PTPL;
+	const unsigned known =
+	    VDISK_PR_IGNORE_EXISTING_KEY | VDISK_PR_SET_PTPL | VDISK_PR_CLEAR_PTPL;
 	if (!d || (flags & ~known) ||
 	    (flags & (VDISK_PR_SET_PTPL | VDISK_PR_CLEAR_PTPL)) ==
 	        (VDISK_PR_SET_PTPL | VDISK_PR_CLEAR_PTPL))

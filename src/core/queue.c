@@ -48,7 +48,8 @@ VD_EXPORT struct vdisk_queue *vdisk_queue_create(struct vdisk *d,
 	memset(q->stats, 0, n * sizeof *q->stats);
 	for (unsigned i = 0; i < n; i++)
 		q->pools[i].req_size =
-		    (sizeof(struct vdisk_req) + tree->nodes[i]->meta.req_ctx_size + 63) & ~(size_t)63;
+		    (sizeof(struct vdisk_req) + tree->nodes[i]->meta.req_ctx_size + 63) &
+		    ~(size_t)63;
 	q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (q->efd < 0) {
 		vdisk_set_error_errno(errno, "vdisk_queue_create: eventfd");
@@ -95,8 +96,10 @@ fail:
 void vd_stats_add(struct vd_stats *dst, const struct vd_stats *src)
 {
 	for (unsigned op = 0; op < VD_NOPS; op++) {
-		vd_stat_add(&dst->ops[op], atomic_load_explicit(&src->ops[op], memory_order_relaxed));
-		vd_stat_add(&dst->bytes[op], atomic_load_explicit(&src->bytes[op], memory_order_relaxed));
+		vd_stat_add(&dst->ops[op],
+		            atomic_load_explicit(&src->ops[op], memory_order_relaxed));
+		vd_stat_add(&dst->bytes[op],
+		            atomic_load_explicit(&src->bytes[op], memory_order_relaxed));
 		vd_stat_add(&dst->errors[op],
 		            atomic_load_explicit(&src->errors[op], memory_order_relaxed));
 		for (unsigned b = 0; b < VD_HIST_BUCKETS; b++)
@@ -191,7 +194,10 @@ VD_EXPORT void vdisk_queue_destroy(struct vdisk_queue *q)
 	free(q);
 }
 
-VD_EXPORT unsigned vdisk_queue_inflight(const struct vdisk_queue *q) { return q->inflight; }
+VD_EXPORT unsigned vdisk_queue_inflight(const struct vdisk_queue *q)
+{
+	return q->inflight;
+}
 
 /* ------------------------------------------------------------------------- */
 /* Wake-ups                                                                    */
@@ -396,7 +402,10 @@ fail:;
 	return -e;
 }
 
-VD_EXPORT void vdisk_queue_plug(struct vdisk_queue *q) { q->plugged++; }
+VD_EXPORT void vdisk_queue_plug(struct vdisk_queue *q)
+{
+	q->plugged++;
+}
 
 VD_EXPORT void vdisk_queue_unplug(struct vdisk_queue *q)
 {
@@ -488,7 +497,10 @@ VD_EXPORT void vdisk_timer_cancel(struct vdisk_queue *q, struct vdisk_timer *t)
 	t->heap_index = UINT32_MAX;
 }
 
-uint64_t vd_timer_next(struct vdisk_queue *q) { return q->ntimers ? q->theap[0]->deadline : UINT64_MAX; }
+uint64_t vd_timer_next(struct vdisk_queue *q)
+{
+	return q->ntimers ? q->theap[0]->deadline : UINT64_MAX;
+}
 
 int vd_timer_run(struct vdisk_queue *q)
 {

@@ -53,9 +53,11 @@ VD_EXPORT int vdisk_register_driver(const struct vdisk_driver *drv)
 	int rc = -1;
 	if (!drv || drv->struct_size < offsetof(struct vdisk_driver, read) + sizeof drv->read ||
 	    !drv->name || !drv->open || !drv->read)
-		return vdisk_set_error("vdisk_register_driver: a driver needs a name, open and read");
+		return vdisk_set_error(
+		    "vdisk_register_driver: a driver needs a name, open and read");
 	if (vd_driver_find(drv->name))
-		return vdisk_set_error("vdisk_register_driver: type '%s' already exists", drv->name);
+		return vdisk_set_error("vdisk_register_driver: type '%s' already exists",
+		                       drv->name);
 	pthread_mutex_lock(&reg_lock);
 	if (nruntime < MAX_RUNTIME) {
 		runtime[nruntime++] = drv;

@@ -250,13 +250,41 @@ VD_EXPORT int vdisk_parse_size(const char *s, uint64_t *out)
 	unsigned shift = 0;
 	switch (*end) {
 	case '\0': break;
-	case 'b': case 'B': shift = 0; end++; break;
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
-	case 't': case 'T': shift = 40; end++; break;
-	case 'p': case 'P': shift = 50; end++; break;
-	case 'e': case 'E': shift = 60; end++; break;
+	case 'b':
+	case 'B':
+		shift = 0;
+		end++;
+		break;
+	case 'k':
+	case 'K':
+		shift = 10;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		end++;
+		break;
+	case 't':
+	case 'T':
+		shift = 40;
+		end++;
+		break;
+	case 'p':
+	case 'P':
+		shift = 50;
+		end++;
+		break;
+	case 'e':
+	case 'E':
+		shift = 60;
+		end++;
+		break;
 	default: return -1;
 	}
 	if (shift && (strcmp(end, "iB") == 0 || strcmp(end, "ib") == 0))
@@ -322,7 +350,7 @@ VD_EXPORT int vdisk_cfg_check(json_t *cfg, const char *const *allowed)
 {
 	const char *key;
 	json_t *v;
-	json_object_foreach(cfg, key, v) {
+	json_object_foreach (cfg, key, v) {
 		bool ok = false;
 		for (size_t i = 0; allowed && allowed[i]; i++)
 			if (strcmp(key, allowed[i]) == 0)
@@ -331,8 +359,8 @@ VD_EXPORT int vdisk_cfg_check(json_t *cfg, const char *const *allowed)
 			char list[512] = "";
 			size_t n = 0;
 			for (size_t i = 0; allowed && allowed[i] && n < sizeof list - 40; i++)
-				n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "",
-				                      allowed[i]);
+				n += (size_t)snprintf(list + n, sizeof list - n, "%s%s",
+				                      i ? ", " : "", allowed[i]);
 			return vdisk_set_error("unknown key '%s' (known: %s)", key,
 			                       n ? list : "none");
 		}

@@ -41,7 +41,10 @@ static vdisk_status sync_rw(struct vdisk_queue *q, bool write, uint64_t sector, 
 	return sync_finish(q, &w, rc);
 }
 
-static vdisk_status no_queue(void) { return vdisk_status_io(ENOMEM); }
+static vdisk_status no_queue(void)
+{
+	return vdisk_status_io(ENOMEM);
+}
 
 /* Read or write [offset, offset+len): aligned middle straight from the caller's
  * buffer, partial head and tail sectors through a sector-sized bounce. */
@@ -110,8 +113,8 @@ VD_EXPORT vdisk_status vdisk_pread(struct vdisk *d, void *buf, size_t len, uint6
 	return byte_io(d, false, buf, len, offset, 0);
 }
 
-VD_EXPORT vdisk_status vdisk_pwrite(struct vdisk *d, const void *buf, size_t len,
-                                    uint64_t offset, unsigned flags)
+VD_EXPORT vdisk_status vdisk_pwrite(struct vdisk *d, const void *buf, size_t len, uint64_t offset,
+                                    unsigned flags)
 {
 	if (!d || (flags & ~VDISK_IO_FUA))
 		return vdisk_status_make(VDISK_ERR_INVALID_INPUT, EINVAL);
@@ -120,18 +123,18 @@ VD_EXPORT vdisk_status vdisk_pwrite(struct vdisk *d, const void *buf, size_t len
 	return byte_io(d, true, (unsigned char *)buf, len, offset, flags);
 }
 
-#define SYNC_CALL(d, call)                                                                \
-	do {                                                                                  \
-		if (!d)                                                                           \
-			return vdisk_status_make(VDISK_ERR_INVALID_INPUT, EINVAL);                    \
-		struct vdisk_queue *q = vd_sync_queue_get(d);                                     \
-		if (!q)                                                                           \
-			return no_queue();                                                            \
-		struct sync_wait w = {0};                                                         \
-		int rc = (call);                                                                  \
-		vdisk_status st = sync_finish(q, &w, rc);                                         \
-		vd_sync_queue_put(d, q);                                                          \
-		return st;                                                                        \
+#define SYNC_CALL(d, call)                                                         \
+	do {                                                                       \
+		if (!d)                                                            \
+			return vdisk_status_make(VDISK_ERR_INVALID_INPUT, EINVAL); \
+		struct vdisk_queue *q = vd_sync_queue_get(d);                      \
+		if (!q)                                                            \
+			return no_queue();                                         \
+		struct sync_wait w = {0};                                          \
+		int rc = (call);                                                   \
+		vdisk_status st = sync_finish(q, &w, rc);                          \
+		vd_sync_queue_put(d, q);                                           \
+		return st;                                                         \
 	} while (0)
 
 VD_EXPORT vdisk_status vdisk_flush_sync(struct vdisk *d)

@@ -105,8 +105,7 @@ int vd_uring_reap(struct vdisk_queue *q)
 	for (;;) {
 		unsigned head, n = 0;
 		struct io_uring_cqe *cqe;
-		io_uring_for_each_cqe(&q->ring, head, cqe)
-		{
+		io_uring_for_each_cqe (&q->ring, head, cqe) {
 			ops[n] = io_uring_cqe_get_data(cqe);
 			res[n] = cqe->res;
 			if (++n == REAP_BATCH)
@@ -122,7 +121,8 @@ int vd_uring_reap(struct vdisk_queue *q)
 			if (n == REAP_BATCH)
 				continue;
 		}
-		if (!got || !io_uring_cq_has_overflow(&q->ring) || io_uring_get_events(&q->ring) < 0)
+		if (!got || !io_uring_cq_has_overflow(&q->ring) ||
+		    io_uring_get_events(&q->ring) < 0)
 			break;
 		got = false;
 	}
@@ -133,7 +133,8 @@ void vd_uring_fini(struct vdisk_queue *q)
 {
 	if (q->ring_ready) {
 		if (q->ring_inflight)
-			vd_bug("vdisk_queue_destroy: %u kernel requests still in flight", q->ring_inflight);
+			vd_bug("vdisk_queue_destroy: %u kernel requests still in flight",
+			       q->ring_inflight);
 		io_uring_queue_exit(&q->ring);
 		q->ring_ready = false;
 	}

@@ -17,25 +17,24 @@
 static int bench_main(int argc, char **argv);
 
 const struct vdisk_cmd vdisk_cmd_bench = {
-	.name = "bench",
-	.summary = "measure IOPS, bandwidth and latency of a disk stack",
-	.usage =
-	    "Usage: vdisk bench SPEC [options]\n\n"
-	    "  --rw MODE          randread (default), randwrite, read, write, randrw\n"
-	    "  --bs SIZE          block size (default 4k; a multiple of the sector size)\n"
-	    "  --iodepth N        requests in flight per queue (default 32)\n"
-	    "  --queues N         queues, one thread each (default 1)\n"
-	    "  --runtime SECONDS  measured time (default 5)\n"
-	    "  --ramp SECONDS     unmeasured warm-up before it (default 0)\n"
-	    "  --size SIZE        use only the first SIZE bytes of the disk (default: all)\n"
-	    "  --rwmixread PCT    reads in percent for randrw (default 50)\n"
-	    "  --seed N           random seed (default 1)\n"
-	    "  --fill             first write the whole region with random data (1 MiB\n"
-	    "                     writes), so that reads of a sparse disk read real memory\n"
-	    "  --json             print JSON: iops, mib_per_s, lat_ns {mean, p50, p99, max},\n"
-	    "                     per_queue [...]\n\n"
-	    "Write modes overwrite the disk's data.  Read modes open it read-only.\n",
-	.main = bench_main,
+    .name = "bench",
+    .summary = "measure IOPS, bandwidth and latency of a disk stack",
+    .usage = "Usage: vdisk bench SPEC [options]\n\n"
+             "  --rw MODE          randread (default), randwrite, read, write, randrw\n"
+             "  --bs SIZE          block size (default 4k; a multiple of the sector size)\n"
+             "  --iodepth N        requests in flight per queue (default 32)\n"
+             "  --queues N         queues, one thread each (default 1)\n"
+             "  --runtime SECONDS  measured time (default 5)\n"
+             "  --ramp SECONDS     unmeasured warm-up before it (default 0)\n"
+             "  --size SIZE        use only the first SIZE bytes of the disk (default: all)\n"
+             "  --rwmixread PCT    reads in percent for randrw (default 50)\n"
+             "  --seed N           random seed (default 1)\n"
+             "  --fill             first write the whole region with random data (1 MiB\n"
+             "                     writes), so that reads of a sparse disk read real memory\n"
+             "  --json             print JSON: iops, mib_per_s, lat_ns {mean, p50, p99, max},\n"
+             "                     per_queue [...]\n\n"
+             "Write modes overwrite the disk's data.  Read modes open it read-only.\n",
+    .main = bench_main,
 };
 
 enum rw { RANDREAD, RANDWRITE, READ, WRITE, RANDRW };
@@ -231,8 +230,8 @@ static double percentile(const uint64_t *hist, uint64_t total, double pct, doubl
 	return 0;
 }
 
-static void summarize(const struct params *p, const uint64_t *hist, uint64_t ops,
-                      uint64_t lat_sum, uint64_t lat_max, double seconds, struct summary *s)
+static void summarize(const struct params *p, const uint64_t *hist, uint64_t ops, uint64_t lat_sum,
+                      uint64_t lat_max, double seconds, struct summary *s)
 {
 	double tpn = vdisk_ticks_per_ns();
 	s->ops = ops;
@@ -286,17 +285,21 @@ static int parse_seconds(const char *s, double *out)
 static int bench_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"rw", required_argument, NULL, 'w'},       {"bs", required_argument, NULL, 'b'},
-		{"iodepth", required_argument, NULL, 'd'},  {"queues", required_argument, NULL, 'q'},
-		{"runtime", required_argument, NULL, 't'},  {"ramp", required_argument, NULL, 'R'},
-		{"size", required_argument, NULL, 's'},     {"rwmixread", required_argument, NULL, 'm'},
-		{"seed", required_argument, NULL, 'S'},     {"json", no_argument, NULL, 'j'},
-		{"fill", no_argument, NULL, 'F'},
-		{NULL, 0, NULL, 0},
+	    {"rw", required_argument, NULL, 'w'},      {"bs", required_argument, NULL, 'b'},
+	    {"iodepth", required_argument, NULL, 'd'}, {"queues", required_argument, NULL, 'q'},
+	    {"runtime", required_argument, NULL, 't'}, {"ramp", required_argument, NULL, 'R'},
+	    {"size", required_argument, NULL, 's'},    {"rwmixread", required_argument, NULL, 'm'},
+	    {"seed", required_argument, NULL, 'S'},    {"json", no_argument, NULL, 'j'},
+	    {"fill", no_argument, NULL, 'F'},          {NULL, 0, NULL, 0},
 	};
 	const struct vdisk_cmd *cmd = &vdisk_cmd_bench;
-	struct params p = {.rw = RANDREAD, .bs = 4096, .iodepth = 32, .queues = 1, .mixread = 50,
-	                   .runtime = 5, .seed = 1};
+	struct params p = {.rw = RANDREAD,
+	                   .bs = 4096,
+	                   .iodepth = 32,
+	                   .queues = 1,
+	                   .mixread = 50,
+	                   .runtime = 5,
+	                   .seed = 1};
 	bool json = false, fill = false;
 	int c;
 	optind = 1;
@@ -310,13 +313,17 @@ static int bench_main(int argc, char **argv)
 					found = true;
 				}
 			if (!found)
-				return tool_usage(cmd, "--rw: '%s' is not one of randread, randwrite, read, "
-				                       "write, randrw", optarg);
+				return tool_usage(
+				    cmd,
+				    "--rw: '%s' is not one of randread, randwrite, read, "
+				    "write, randrw",
+				    optarg);
 			break;
 		}
 		case 'b':
 			if (vdisk_parse_size(optarg, &p.bs) < 0 || p.bs == 0 || p.bs > (64u << 20))
-				return tool_usage(cmd, "--bs: '%s' is not a size up to 64M", optarg);
+				return tool_usage(cmd, "--bs: '%s' is not a size up to 64M",
+				                  optarg);
 			break;
 		case 'd':
 			if (parse_uint(optarg, &p.iodepth, 1, 65536) < 0)
@@ -328,11 +335,13 @@ static int bench_main(int argc, char **argv)
 			break;
 		case 't':
 			if (parse_seconds(optarg, &p.runtime) < 0 || p.runtime == 0)
-				return tool_usage(cmd, "--runtime: '%s' is not a number of seconds", optarg);
+				return tool_usage(cmd, "--runtime: '%s' is not a number of seconds",
+				                  optarg);
 			break;
 		case 'R':
 			if (parse_seconds(optarg, &p.ramp) < 0)
-				return tool_usage(cmd, "--ramp: '%s' is not a number of seconds", optarg);
+				return tool_usage(cmd, "--ramp: '%s' is not a number of seconds",
+				                  optarg);
 			break;
 		case 's':
 			if (vdisk_parse_size(optarg, &p.size) < 0 || p.size == 0)
@@ -368,18 +377,20 @@ static int bench_main(int argc, char **argv)
 		p.size = disk_bytes;
 	int rc = EXIT_OK;
 	if (p.bs % p.ss) {
-		rc = tool_usage(cmd, "--bs: %" PRIu64 " is not a multiple of the sector size %" PRIu32,
+		rc = tool_usage(cmd,
+		                "--bs: %" PRIu64 " is not a multiple of the sector size %" PRIu32,
 		                p.bs, p.ss);
 		goto out_disk;
 	}
 	if (p.bs > p.size) {
-		rc = tool_usage(cmd, "--bs: %" PRIu64 " is larger than the disk (%" PRIu64 " bytes)",
-		                p.bs, p.size);
+		rc =
+		    tool_usage(cmd, "--bs: %" PRIu64 " is larger than the disk (%" PRIu64 " bytes)",
+		               p.bs, p.size);
 		goto out_disk;
 	}
 	if (!reads_only && vdisk_read_only(d)) {
-		rc = tool_error("bench", EXIT_FAIL, "--rw %s%s: the disk is read-only", rw_names[p.rw],
-		                fill ? " --fill" : "");
+		rc = tool_error("bench", EXIT_FAIL, "--rw %s%s: the disk is read-only",
+		                rw_names[p.rw], fill ? " --fill" : "");
 		goto out_disk;
 	}
 	if (fill) {
@@ -399,8 +410,9 @@ static int bench_main(int argc, char **argv)
 			vdisk_status st = vdisk_pwrite(d, buf, n, off, 0);
 			if (!vdisk_ok(st)) {
 				char sb[256];
-				rc = tool_error("bench", EXIT_FAIL, "--fill at byte %" PRIu64 ": %s", off,
-				                vdisk_status_str(st, sb, sizeof sb));
+				rc =
+				    tool_error("bench", EXIT_FAIL, "--fill at byte %" PRIu64 ": %s",
+				               off, vdisk_status_str(st, sb, sizeof sb));
 				free(buf);
 				goto out_disk;
 			}
@@ -443,8 +455,9 @@ static int bench_main(int argc, char **argv)
 		}
 		if (b->errors) {
 			char sb[256];
-			rc = tool_error("bench", EXIT_FAIL, "queue %u: %" PRIu64 " I/O errors, first: %s", i,
-			                b->errors, vdisk_status_str(b->first_error, sb, sizeof sb));
+			rc = tool_error("bench", EXIT_FAIL,
+			                "queue %u: %" PRIu64 " I/O errors, first: %s", i, b->errors,
+			                vdisk_status_str(b->first_error, sb, sizeof sb));
 		}
 		if (b->submit_error)
 			rc = tool_error("bench", EXIT_FAIL, "queue %u: submit failed: %s", i,

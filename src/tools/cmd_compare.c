@@ -11,14 +11,14 @@
 static int compare_main(int argc, char **argv);
 
 const struct vdisk_cmd vdisk_cmd_compare = {
-	.name = "compare",
-	.summary = "compare the contents of two disks",
-	.usage = "Usage: vdisk compare A B [--quiet]\n\n"
-	         "Compares the bytes of two disk stacks (any formats, any sector sizes).  Ranges\n"
-	         "that both disks report as zero are not read.  Exit status 0 if the contents\n"
-	         "are identical, 1 if they differ (the first differing byte offset is printed)\n"
-	         "or on failure, 2 on a usage error.  Disks of different sizes differ.\n",
-	.main = compare_main,
+    .name = "compare",
+    .summary = "compare the contents of two disks",
+    .usage = "Usage: vdisk compare A B [--quiet]\n\n"
+             "Compares the bytes of two disk stacks (any formats, any sector sizes).  Ranges\n"
+             "that both disks report as zero are not read.  Exit status 0 if the contents\n"
+             "are identical, 1 if they differ (the first differing byte offset is printed)\n"
+             "or on failure, 2 on a usage error.  Disks of different sizes differ.\n",
+    .main = compare_main,
 };
 
 #define CHUNK (4u << 20)
@@ -78,8 +78,8 @@ static int compare_main(int argc, char **argv)
 			st = vdisk_pread(b, y, len, off);
 		if (!vdisk_ok(st)) {
 			char msg[200];
-			rc = tool_error("compare", EXIT_FAIL, "reading at byte %" PRIu64 ": %s", off,
-			                vdisk_status_str(st, msg, sizeof msg));
+			rc = tool_error("compare", EXIT_FAIL, "reading at byte %" PRIu64 ": %s",
+			                off, vdisk_status_str(st, msg, sizeof msg));
 			goto out_progress;
 		}
 		if (memcmp(x, y, len) != 0) {

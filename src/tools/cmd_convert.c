@@ -16,18 +16,18 @@
 static int convert_main(int argc, char **argv);
 
 const struct vdisk_cmd vdisk_cmd_convert = {
-	.name = "convert",
-	.summary = "copy a disk into another (sparse by default)",
-	.usage = "Usage: vdisk convert SRC DST [--bs SIZE] [--depth N] [--no-sparse]\n\n"
-	         "Copies every byte of SRC into DST.  DST is a spec of an existing disk at least\n"
-	         "as large as SRC, or a path that does not exist yet, which becomes a new sparse\n"
-	         "raw file of SRC's size.  Ranges SRC reports as zero, and blocks that read as\n"
-	         "zeros, are not written to a new file and are written as zeros (deallocating\n"
-	         "where the disk can) to an existing one.  Ends with a flush of DST.\n\n"
-	         "  --bs SIZE      copy unit (default 1M)\n"
-	         "  --depth N      reads in flight, each of --bs (default 8)\n"
-	         "  --no-sparse    write every block, zeros included\n",
-	.main = convert_main,
+    .name = "convert",
+    .summary = "copy a disk into another (sparse by default)",
+    .usage = "Usage: vdisk convert SRC DST [--bs SIZE] [--depth N] [--no-sparse]\n\n"
+             "Copies every byte of SRC into DST.  DST is a spec of an existing disk at least\n"
+             "as large as SRC, or a path that does not exist yet, which becomes a new sparse\n"
+             "raw file of SRC's size.  Ranges SRC reports as zero, and blocks that read as\n"
+             "zeros, are not written to a new file and are written as zeros (deallocating\n"
+             "where the disk can) to an existing one.  Ends with a flush of DST.\n\n"
+             "  --bs SIZE      copy unit (default 1M)\n"
+             "  --depth N      reads in flight, each of --bs (default 8)\n"
+             "  --no-sparse    write every block, zeros included\n",
+    .main = convert_main,
 };
 
 /* The copy is a pipeline of two threads: a reader keeps up to `depth` reads in
@@ -186,8 +186,9 @@ static vdisk_status put(struct job *j, struct vdisk_queue *q, struct slot *s)
 		struct sw w = {0};
 		if (j->fresh)
 			return vdisk_status_ok();
-		return wait_for(q, &w, vdisk_write_zeroes(q, s->off / ss, len / ss,
-		                                          VDISK_ZERO_MAY_UNMAP, sw_done, &w));
+		return wait_for(q, &w,
+		                vdisk_write_zeroes(q, s->off / ss, len / ss, VDISK_ZERO_MAY_UNMAP,
+		                                   sw_done, &w));
 	}
 	while (pos < len) {
 		uint64_t n = len - pos < j->gran ? len - pos : j->gran;
@@ -205,10 +206,12 @@ static vdisk_status put(struct job *j, struct vdisk_queue *q, struct slot *s)
 		vdisk_status st = vdisk_status_ok();
 		if (!zero) {
 			struct iovec iov = {s->buf + pos, (size_t)(end - pos)};
-			st = wait_for(q, &w, vdisk_writev(q, (s->off + pos) / ss, &iov, 1, 0, sw_done, &w));
+			st = wait_for(
+			    q, &w, vdisk_writev(q, (s->off + pos) / ss, &iov, 1, 0, sw_done, &w));
 		} else if (!j->fresh) {
-			st = wait_for(q, &w, vdisk_write_zeroes(q, (s->off + pos) / ss, (end - pos) / ss,
-			                                        VDISK_ZERO_MAY_UNMAP, sw_done, &w));
+			st = wait_for(q, &w,
+			              vdisk_write_zeroes(q, (s->off + pos) / ss, (end - pos) / ss,
+			                                 VDISK_ZERO_MAY_UNMAP, sw_done, &w));
 		}
 		if (!vdisk_ok(st))
 			return st;
@@ -234,7 +237,8 @@ static void writer(struct job *j, struct tool_progress *pr)
 	for (unsigned next = 0;; next = (next + 1) % j->depth) {
 		struct slot *s = &j->slots[next];
 		pthread_mutex_lock(&j->lock);
-		while (s->state != SLOT_FILLED && !j->failed && !(j->reader_done && s->state == SLOT_FREE))
+		while (s->state != SLOT_FILLED && !j->failed &&
+		       !(j->reader_done && s->state == SLOT_FREE))
 			pthread_cond_wait(&j->filled, &j->lock);
 		bool stop = j->failed || s->state != SLOT_FILLED;
 		pthread_mutex_unlock(&j->lock);
@@ -256,10 +260,10 @@ static void writer(struct job *j, struct tool_progress *pr)
 static int convert_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"bs", required_argument, NULL, 'b'},
-		{"depth", required_argument, NULL, 't'},
-		{"no-sparse", no_argument, NULL, 'n'},
-		{NULL, 0, NULL, 0},
+	    {"bs", required_argument, NULL, 'b'},
+	    {"depth", required_argument, NULL, 't'},
+	    {"no-sparse", no_argument, NULL, 'n'},
+	    {NULL, 0, NULL, 0},
 	};
 	const struct vdisk_cmd *cmd = &vdisk_cmd_convert;
 	uint64_t bs = 1 << 20;
@@ -273,7 +277,8 @@ static int convert_main(int argc, char **argv)
 		case 'b':
 			if (vdisk_parse_size(optarg, &bs) < 0 || bs < 4096 || bs > (256u << 20) ||
 			    (bs & (bs - 1)))
-				return tool_usage(cmd, "--bs: '%s' is not a power of two in 4k..256M", optarg);
+				return tool_usage(
+				    cmd, "--bs: '%s' is not a power of two in 4k..256M", optarg);
 			break;
 		case 't':
 			depth = (unsigned)strtoul(optarg, &end, 10);
@@ -302,8 +307,8 @@ static int convert_main(int argc, char **argv)
 	size_t tl = strspn(dstspec, "abcdefghijklmnopqrstuvwxyz0123456789");
 	bool is_spec = dstspec[0] == '{' || dstspec[0] == '@' || (tl && dstspec[tl] == ':');
 	if (!is_spec && access(dstspec, F_OK) != 0) {
-		json_t *spec = json_pack("{s:s, s:s, s:I}", "type", "file", "path", dstspec, "create",
-		                         (json_int_t)j.size);
+		json_t *spec = json_pack("{s:s, s:s, s:I}", "type", "file", "path", dstspec,
+		                         "create", (json_int_t)j.size);
 		char *text = json_dumps(spec, JSON_COMPACT);
 		json_decref(spec);
 		j.dst = text ? vdisk_open(text, 0) : NULL;
@@ -323,22 +328,23 @@ static int convert_main(int argc, char **argv)
 	}
 	if (dsize < j.size) {
 		rc = tool_error("convert", EXIT_FAIL,
-		                "%s: the destination (%" PRIu64 " bytes) is smaller than the source (%" PRIu64
-		                " bytes)",
+		                "%s: the destination (%" PRIu64
+		                " bytes) is smaller than the source (%" PRIu64 " bytes)",
 		                dstspec, dsize, j.size);
 		goto out;
 	}
 	if (j.size % vdisk_sector_size(j.dst)) {
 		rc = tool_error("convert", EXIT_FAIL,
-		                "the source size %" PRIu64 " is not a multiple of the destination's %" PRIu32
-		                "-byte sectors",
+		                "the source size %" PRIu64
+		                " is not a multiple of the destination's %" PRIu32 "-byte sectors",
 		                j.size, vdisk_sector_size(j.dst));
 		goto out;
 	}
 	j.gran = vdisk_sector_size(j.dst) > 4096 ? vdisk_sector_size(j.dst) : 4096;
 	if (j.bs < vdisk_sector_size(j.src) || j.bs < vdisk_sector_size(j.dst))
-		j.bs = vdisk_sector_size(j.src) > vdisk_sector_size(j.dst) ? vdisk_sector_size(j.src)
-		                                                            : vdisk_sector_size(j.dst);
+		j.bs = vdisk_sector_size(j.src) > vdisk_sector_size(j.dst)
+		           ? vdisk_sector_size(j.src)
+		           : vdisk_sector_size(j.dst);
 
 	j.slots = calloc(j.depth, sizeof *j.slots);
 	for (unsigned i = 0; j.slots && i < j.depth; i++) {

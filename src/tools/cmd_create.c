@@ -12,14 +12,14 @@
 static int create_main(int argc, char **argv);
 
 const struct vdisk_cmd vdisk_cmd_create = {
-	.name = "create",
-	.summary = "create a new, empty image",
-	.usage = "Usage: vdisk create FORMAT PATH SIZE [--sector-size 512|4096]\n\n"
-	         "Creates PATH as an empty image of SIZE bytes (512, 4k, 1M, 2G, 1T...).  An\n"
-	         "existing PATH is never overwritten.\n\n"
-	         "Formats:\n"
-	         "  raw   a sparse file: allocates nothing until written\n",
-	.main = create_main,
+    .name = "create",
+    .summary = "create a new, empty image",
+    .usage = "Usage: vdisk create FORMAT PATH SIZE [--sector-size 512|4096]\n\n"
+             "Creates PATH as an empty image of SIZE bytes (512, 4k, 1M, 2G, 1T...).  An\n"
+             "existing PATH is never overwritten.\n\n"
+             "Formats:\n"
+             "  raw   a sparse file: allocates nothing until written\n",
+    .main = create_main,
 };
 
 static int create_main(int argc, char **argv)
@@ -32,8 +32,9 @@ static int create_main(int argc, char **argv)
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		if (c != 's' || vdisk_parse_size(optarg, &ss) < 0 || (ss != 512 && ss != 4096))
-			return tool_usage(cmd, c == 's' ? "--sector-size: '%s' is not 512 or 4096"
-			                                : "unknown option%s",
+			return tool_usage(cmd,
+			                  c == 's' ? "--sector-size: '%s' is not 512 or 4096"
+			                           : "unknown option%s",
 			                  c == 's' ? optarg : "");
 	}
 	if (optind != argc - 3)
@@ -44,10 +45,12 @@ static int create_main(int argc, char **argv)
 	if (vdisk_parse_size(sz, &size) < 0 || size == 0)
 		return tool_usage(cmd, "'%s' is not a size", sz);
 	if (size % ss)
-		return tool_usage(cmd, "size %" PRIu64 " is not a multiple of the sector size %" PRIu64,
+		return tool_usage(cmd,
+		                  "size %" PRIu64 " is not a multiple of the sector size %" PRIu64,
 		                  size, ss);
 	if (access(path, F_OK) == 0)
-		return tool_error("create", EXIT_FAIL, "'%s' exists; refusing to overwrite it", path);
+		return tool_error("create", EXIT_FAIL, "'%s' exists; refusing to overwrite it",
+		                  path);
 	json_t *spec = json_pack("{s:s, s:s, s:I, s:I}", "type", "file", "path", path, "create",
 	                         (json_int_t)size, "sector-size", (json_int_t)ss);
 	char *text = json_dumps(spec, JSON_COMPACT);

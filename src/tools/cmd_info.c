@@ -11,18 +11,18 @@
 static int info_main(int argc, char **argv);
 
 const struct vdisk_cmd vdisk_cmd_info = {
-	.name = "info",
-	.summary = "show a disk's metadata and its layers",
-	.usage = "Usage: vdisk info SPEC [--json] [--read-only]\n\n"
-	         "Opens SPEC and prints its type, size, sector sizes, disk id, FUA, read-only,\n"
-	         "unmap behaviour, optimal unmap granularity, persistent-reservation support and\n"
-	         "every layer with its configuration (secrets redacted).  A disk that cannot be\n"
-	         "opened writable is opened read-only.\n\n"
-	         "  --json        one JSON object: type, sector_count, sector_size,\n"
-	         "                physical_sector_size, disk_id, fua, read_only, unmap_behavior,\n"
-	         "                optimal_unmap_sectors, persistent_reservations, layers\n"
-	         "  --read-only   open read-only from the start\n",
-	.main = info_main,
+    .name = "info",
+    .summary = "show a disk's metadata and its layers",
+    .usage = "Usage: vdisk info SPEC [--json] [--read-only]\n\n"
+             "Opens SPEC and prints its type, size, sector sizes, disk id, FUA, read-only,\n"
+             "unmap behaviour, optimal unmap granularity, persistent-reservation support and\n"
+             "every layer with its configuration (secrets redacted).  A disk that cannot be\n"
+             "opened writable is opened read-only.\n\n"
+             "  --json        one JSON object: type, sector_count, sector_size,\n"
+             "                physical_sector_size, disk_id, fua, read_only, unmap_behavior,\n"
+             "                optimal_unmap_sectors, persistent_reservations, layers\n"
+             "  --read-only   open read-only from the start\n",
+    .main = info_main,
 };
 
 static void print_human(json_t *o)
@@ -36,7 +36,8 @@ static void print_human(json_t *o)
 	       tool_human_size(count * ss, hs, sizeof hs), count);
 	printf("sector size:             %" PRIu64 " (physical %" JSON_INTEGER_FORMAT ")\n", ss,
 	       json_integer_value(json_object_get(o, "physical_sector_size")));
-	printf("disk id:                 %s\n", json_is_string(id) ? json_string_value(id) : "none");
+	printf("disk id:                 %s\n",
+	       json_is_string(id) ? json_string_value(id) : "none");
 	printf("FUA respected:           %s\n",
 	       json_is_true(json_object_get(o, "fua")) ? "yes" : "no");
 	printf("read-only:               %s\n",
@@ -49,7 +50,7 @@ static void print_human(json_t *o)
 	printf("layers:\n");
 	size_t i;
 	json_t *l;
-	json_array_foreach(json_object_get(o, "layers"), i, l) {
+	json_array_foreach (json_object_get(o, "layers"), i, l) {
 		int depth = (int)json_integer_value(json_object_get(l, "depth"));
 		const char *path = json_string_value(json_object_get(l, "path"));
 		char *cfg = json_dumps(json_object_get(l, "config"), JSON_COMPACT | JSON_SORT_KEYS);
@@ -63,9 +64,9 @@ static void print_human(json_t *o)
 static int info_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"json", no_argument, NULL, 'j'},
-		{"read-only", no_argument, NULL, 'r'},
-		{NULL, 0, NULL, 0},
+	    {"json", no_argument, NULL, 'j'},
+	    {"read-only", no_argument, NULL, 'r'},
+	    {NULL, 0, NULL, 0},
 	};
 	bool json = false, ro = false;
 	int c;

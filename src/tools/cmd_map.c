@@ -9,14 +9,14 @@
 static int map_main(int argc, char **argv);
 
 const struct vdisk_cmd vdisk_cmd_map = {
-	.name = "map",
-	.summary = "list a disk's extents: data, zero, hole",
-	.usage = "Usage: vdisk map SPEC [--json]\n\n"
-	         "Prints the disk's allocation as byte ranges, merging neighbours of the same\n"
-	         "kind: data (allocated), zero (reads as zeros), hole (unallocated).  Disks that\n"
-	         "cannot tell report everything as data.\n\n"
-	         "  --json   [{\"offset\":N,\"length\":N,\"zero\":BOOL,\"hole\":BOOL}, ...]\n",
-	.main = map_main,
+    .name = "map",
+    .summary = "list a disk's extents: data, zero, hole",
+    .usage = "Usage: vdisk map SPEC [--json]\n\n"
+             "Prints the disk's allocation as byte ranges, merging neighbours of the same\n"
+             "kind: data (allocated), zero (reads as zeros), hole (unallocated).  Disks that\n"
+             "cannot tell report everything as data.\n\n"
+             "  --json   [{\"offset\":N,\"length\":N,\"zero\":BOOL,\"hole\":BOOL}, ...]\n",
+    .main = map_main,
 };
 
 static const char *kind(uint32_t f)

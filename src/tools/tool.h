@@ -14,8 +14,8 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
  * them (builtin_cmds.h). */
 struct vdisk_cmd {
 	const char *name;
-	const char *summary; /* one line for `vdisk --help` */
-	const char *usage;   /* full text for `vdisk NAME --help` */
+	const char *summary;                /* one line for `vdisk --help` */
+	const char *usage;                  /* full text for `vdisk NAME --help` */
 	int (*main)(int argc, char **argv); /* argv[0] is the subcommand name */
 };
 

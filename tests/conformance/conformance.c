@@ -39,18 +39,18 @@ static void failf(struct ctx *c, int line, const char *fmt, ...)
 	fflush(stdout);
 }
 
-#define CHECK(c, cond, ...)                                                                  \
-	do {                                                                                     \
-		(c)->checks++;                                                                       \
-		if (!(cond))                                                                         \
-			failf((c), __LINE__, __VA_ARGS__);                                               \
+#define CHECK(c, cond, ...)                                \
+	do {                                               \
+		(c)->checks++;                             \
+		if (!(cond))                               \
+			failf((c), __LINE__, __VA_ARGS__); \
 	} while (0)
 
-#define EXPECT_KIND(c, st, want, what, ...)                                                  \
-	do {                                                                                     \
-		vdisk_status st_ = (st);                                                             \
-		CHECK((c), st_.kind == (want), what ": got %s, expected %s", ##__VA_ARGS__,          \
-		      tu_st(st_), vdisk_error_name(want));                                           \
+#define EXPECT_KIND(c, st, want, what, ...)                                                 \
+	do {                                                                                \
+		vdisk_status st_ = (st);                                                    \
+		CHECK((c), st_.kind == (want), what ": got %s, expected %s", ##__VA_ARGS__, \
+		      tu_st(st_), vdisk_error_name(want));                                  \
 	} while (0)
 
 static bool all_zero(const unsigned char *p, size_t n)
@@ -127,7 +127,8 @@ static void test_representability(struct ctx *c)
 		memset(buf, 0xCD, c->ss);
 		EXPECT_KIND(c, tu_write(c->q, 0, buf, c->ss, 0), VDISK_OK, "write sector 0");
 		memset(buf, 0, c->ss);
-		EXPECT_KIND(c, tu_read(c->q, wrap, buf, c->ss), VDISK_ERR_ILLEGAL_BLOCK, "read at wrap");
+		EXPECT_KIND(c, tu_read(c->q, wrap, buf, c->ss), VDISK_ERR_ILLEGAL_BLOCK,
+		            "read at wrap");
 		CHECK(c, buf[0] != 0xCD, "read at 1<<(64-shift) returned sector 0's data");
 		free(buf);
 	}
@@ -147,7 +148,8 @@ static void test_range(struct ctx *c)
 	            "zero-length read past the end");
 	if (!c->ro) {
 		EXPECT_KIND(c, tu_unmap(c->q, 0, 0), VDISK_OK, "zero-count unmap at 0");
-		EXPECT_KIND(c, tu_unmap(c->q, c->count, 0), VDISK_OK, "zero-count unmap at the end");
+		EXPECT_KIND(c, tu_unmap(c->q, c->count, 0), VDISK_OK,
+		            "zero-count unmap at the end");
 		EXPECT_KIND(c, tu_write_zeroes(c->q, 0, 0, 0), VDISK_OK, "zero-count write-zeroes");
 		EXPECT_KIND(c, tu_write(c->q, c->count - 1, buf, c->ss, 0), VDISK_OK,
 		            "write the last sector");
@@ -196,10 +198,11 @@ static void test_edges(struct ctx *c)
 
 	/* empty iovecs at the start, between and at the end */
 	if (!c->ro && !c->nodata && c->count >= 4) {
-		unsigned char *want = tu_alloc(2 * (size_t)c->ss), *got = tu_alloc(2 * (size_t)c->ss);
+		unsigned char *want = tu_alloc(2 * (size_t)c->ss),
+		              *got = tu_alloc(2 * (size_t)c->ss);
 		tu_pattern(want, 2 * (size_t)c->ss, 1, c->ss, 31);
-		struct iovec iov[5] = {{buf, 0}, {want, c->ss}, {buf, 0}, {want + c->ss, c->ss},
-		                       {buf, 0}};
+		struct iovec iov[5] = {
+		    {buf, 0}, {want, c->ss}, {buf, 0}, {want + c->ss, c->ss}, {buf, 0}};
 		EXPECT_KIND(c, tu_writev(c->q, 1, iov, 5, 0), VDISK_OK, "write with empty iovecs");
 		iov[1].iov_base = got;
 		iov[3].iov_base = got + c->ss;
@@ -257,11 +260,12 @@ static int build_shapes(struct shape *s, uint32_t ss)
 	else if (ss > 512)
 		u.n = (int)(ss * 2 / 512);
 	s[k++] = u;
-	s[k++] = (struct shape){"iovec boundary inside a sector", {700, 3 * (size_t)ss - 700}, 2, 0};
+	s[k++] =
+	    (struct shape){"iovec boundary inside a sector", {700, 3 * (size_t)ss - 700}, 2, 0};
 	s[k++] = (struct shape){"over 128 KiB in 2 iovecs", {100 * 1024, 156 * 1024}, 2, 0};
 	s[k++] = (struct shape){"buffers at odd addresses (+1)", {8 * (size_t)ss}, 1, 1};
-	s[k++] = (struct shape){"buffers at +513, 3 iovecs", {(size_t)ss, 2 * (size_t)ss, (size_t)ss},
-	                        3, 513};
+	s[k++] = (struct shape){
+	    "buffers at +513, 3 iovecs", {(size_t)ss, 2 * (size_t)ss, (size_t)ss}, 3, 513};
 	return k;
 }
 
@@ -354,7 +358,8 @@ static void test_read_only(struct ctx *c)
 		EXPECT_KIND(c, tu_write_zeroes(q, 0, 1, 0), VDISK_ERR_READ_ONLY, "write-zeroes");
 		EXPECT_KIND(c, tu_write_zeroes(q, 0, 1, VDISK_ZERO_MAY_UNMAP), VDISK_ERR_READ_ONLY,
 		            "write-zeroes may-unmap");
-		EXPECT_KIND(c, vdisk_pwrite(d, buf, 100, 10, 0), VDISK_ERR_READ_ONLY, "vdisk_pwrite");
+		EXPECT_KIND(c, vdisk_pwrite(d, buf, 100, 10, 0), VDISK_ERR_READ_ONLY,
+		            "vdisk_pwrite");
 		EXPECT_KIND(c, tu_flush(q), VDISK_OK, "flush of a read-only disk");
 		vdisk_queue_destroy(q);
 		free(buf);
@@ -407,7 +412,8 @@ static void test_write_zeroes(struct ctx *c)
 	c->test = "write-zeroes";
 	if (c->ro || c->nodata || c->count < 3)
 		return;
-	static const unsigned flags[] = {0, VDISK_ZERO_MAY_UNMAP, VDISK_IO_FUA, VDISK_ZERO_FAST_ONLY,
+	static const unsigned flags[] = {0, VDISK_ZERO_MAY_UNMAP, VDISK_IO_FUA,
+	                                 VDISK_ZERO_FAST_ONLY,
 	                                 VDISK_ZERO_FAST_ONLY | VDISK_ZERO_MAY_UNMAP};
 	uint64_t n = span(c), s = c->count / 4;
 	if (s + n > c->count)
@@ -422,14 +428,16 @@ static void test_write_zeroes(struct ctx *c)
 			continue;
 		EXPECT_KIND(c, st, VDISK_OK, "write-zeroes flags %#x", flags[i]);
 		EXPECT_KIND(c, tu_read(c->q, s, got, len), VDISK_OK, "read after write-zeroes");
-		CHECK(c, memcmp(got, want, c->ss) == 0 &&
-		             memcmp(got + len - c->ss, want + len - c->ss, c->ss) == 0,
+		CHECK(c,
+		      memcmp(got, want, c->ss) == 0 &&
+		          memcmp(got + len - c->ss, want + len - c->ss, c->ss) == 0,
 		      "write-zeroes flags %#x changed sectors outside the range", flags[i]);
 		CHECK(c, all_zero(got + c->ss, len - 2 * c->ss),
 		      "write-zeroes flags %#x: the range does not read as zeros", flags[i]);
 	}
 	if (vdisk_caps(c->d) & VDISK_CAP_FAST_ZERO) {
-		vdisk_status st = tu_write_zeroes(c->q, s, n, VDISK_ZERO_FAST_ONLY | VDISK_ZERO_MAY_UNMAP);
+		vdisk_status st =
+		    tu_write_zeroes(c->q, s, n, VDISK_ZERO_FAST_ONLY | VDISK_ZERO_MAY_UNMAP);
 		CHECK(c, st.kind == VDISK_OK, "the disk claims fast zero, but fast-only failed: %s",
 		      tu_st(st));
 	}
@@ -451,9 +459,11 @@ static void test_extents(struct ctx *c)
 		EXPECT_KIND(c, tu_write(c->q, s, buf, c->ss, 0), VDISK_OK, "write");
 		unsigned n = 0;
 		EXPECT_KIND(c, tu_extents(c->q, s, 1, ext, 64, &n), VDISK_OK, "extents");
-		CHECK(c, n == 1 && ext[0].sector == s && ext[0].count == 1 &&
-		             !(ext[0].flags & VDISK_EXTENT_ZERO),
-		      "a written sector is reported as zero (n=%u flags=%u)", n, n ? ext[0].flags : 0);
+		CHECK(c,
+		      n == 1 && ext[0].sector == s && ext[0].count == 1 &&
+		          !(ext[0].flags & VDISK_EXTENT_ZERO),
+		      "a written sector is reported as zero (n=%u flags=%u)", n,
+		      n ? ext[0].flags : 0);
 	}
 	while (pos < c->count && rounds++ < 2000) {
 		unsigned n = 0;
@@ -464,21 +474,28 @@ static void test_extents(struct ctx *c)
 			break;
 		}
 		for (unsigned i = 0; i < n; i++) {
-			CHECK(c, ext[i].sector == pos && ext[i].count > 0 &&
-			             ext[i].count <= c->count - pos &&
-			             !(ext[i].flags & ~(unsigned)(VDISK_EXTENT_HOLE | VDISK_EXTENT_ZERO)),
+			CHECK(c,
+			      ext[i].sector == pos && ext[i].count > 0 &&
+			          ext[i].count <= c->count - pos &&
+			          !(ext[i].flags &
+			            ~(unsigned)(VDISK_EXTENT_HOLE | VDISK_EXTENT_ZERO)),
 			      "bad extent %u at %" PRIu64 ": sector %" PRIu64 " count %" PRIu64
 			      " flags %u",
 			      i, pos, ext[i].sector, ext[i].count, ext[i].flags);
-			if (ext[i].sector != pos || ext[i].count == 0 || ext[i].count > c->count - pos)
+			if (ext[i].sector != pos || ext[i].count == 0 ||
+			    ext[i].count > c->count - pos)
 				return free(buf);
 			if (ext[i].flags & VDISK_EXTENT_ZERO) {
 				/* spot-check: first and last sector read as zeros */
-				uint64_t probe[2] = {ext[i].sector, ext[i].sector + ext[i].count - 1};
+				uint64_t probe[2] = {ext[i].sector,
+				                     ext[i].sector + ext[i].count - 1};
 				for (int k = 0; k < 2; k++) {
-					EXPECT_KIND(c, tu_read(c->q, probe[k], buf, c->ss), VDISK_OK, "read");
+					EXPECT_KIND(c, tu_read(c->q, probe[k], buf, c->ss),
+					            VDISK_OK, "read");
 					CHECK(c, all_zero(buf, c->ss),
-					      "sector %" PRIu64 " is in a zero extent but is not zero", probe[k]);
+					      "sector %" PRIu64
+					      " is in a zero extent but is not zero",
+					      probe[k]);
 				}
 			}
 			pos += ext[i].count;
@@ -569,8 +586,10 @@ static void test_sync_and_guest(struct ctx *c)
 			memcpy(g.base + ranges[0].gpa, a, c->ss);
 			memcpy(g.base + ranges[1].gpa, a + c->ss, 2 * (size_t)c->ss);
 			struct gwait w = {0};
-			CHECK(c, vdisk_write_guest(c->q, 0, &(struct vdisk_guest_mem){gmem_translate, &g},
-			                           ranges, 2, 0, gdone, &w) == 0,
+			CHECK(c,
+			      vdisk_write_guest(c->q, 0,
+			                        &(struct vdisk_guest_mem){gmem_translate, &g},
+			                        ranges, 2, 0, gdone, &w) == 0,
 			      "write_guest submit");
 			while (!w.done)
 				vdisk_queue_wait(c->q, -1);
@@ -581,19 +600,22 @@ static void test_sync_and_guest(struct ctx *c)
 		memset(g.base, 0, g.size);
 		struct gwait w = {0};
 		EXPECT_KIND(c, tu_read(c->q, 0, a, len), VDISK_OK, "read");
-		CHECK(c, vdisk_read_guest(c->q, 0, &(struct vdisk_guest_mem){gmem_translate, &g}, ranges,
-		                          2, gdone, &w) == 0,
+		CHECK(c,
+		      vdisk_read_guest(c->q, 0, &(struct vdisk_guest_mem){gmem_translate, &g},
+		                       ranges, 2, gdone, &w) == 0,
 		      "read_guest submit");
 		while (!w.done)
 			vdisk_queue_wait(c->q, -1);
 		EXPECT_KIND(c, w.st, VDISK_OK, "guest read");
-		CHECK(c, memcmp(g.base + ranges[0].gpa, a, c->ss) == 0 &&
-		             memcmp(g.base + ranges[1].gpa, a + c->ss, 2 * (size_t)c->ss) == 0,
+		CHECK(c,
+		      memcmp(g.base + ranges[0].gpa, a, c->ss) == 0 &&
+		          memcmp(g.base + ranges[1].gpa, a + c->ss, 2 * (size_t)c->ss) == 0,
 		      "guest-memory read returned other data");
 		g.fail = true;
 		w.done = false;
-		CHECK(c, vdisk_read_guest(c->q, 0, &(struct vdisk_guest_mem){gmem_translate, &g}, ranges,
-		                          2, gdone, &w) == 0,
+		CHECK(c,
+		      vdisk_read_guest(c->q, 0, &(struct vdisk_guest_mem){gmem_translate, &g},
+		                       ranges, 2, gdone, &w) == 0,
 		      "read_guest submit");
 		while (!w.done)
 			vdisk_queue_wait(c->q, -1);
@@ -608,7 +630,7 @@ static void test_sync_and_guest(struct ctx *c)
 /* Concurrent random I/O from two queues on two threads, against a model      */
 /* ------------------------------------------------------------------------- */
 
-#define CHUNK 8      /* sectors; threads own alternating chunks */
+#define CHUNK 8 /* sectors; threads own alternating chunks */
 #define DEPTH 8
 #define OPS_PER_THREAD 3000
 
@@ -661,8 +683,8 @@ static void cio_done(void *o, vdisk_status st)
 		memcpy(t->model + io->sector * c->ss, io->buf, io->len);
 	} else if (memcmp(t->model + io->sector * c->ss, io->buf, io->len) != 0) {
 		if (!t->errors++)
-			snprintf(t->msg, sizeof t->msg, "read at sector %" PRIu64 " differs from the model",
-			         io->sector);
+			snprintf(t->msg, sizeof t->msg,
+			         "read at sector %" PRIu64 " differs from the model", io->sector);
 	}
 	t->busy[io->chunk] = 0;
 	if (t->issued < OPS_PER_THREAD)
@@ -756,7 +778,8 @@ static void test_concurrent(struct ctx *c)
 	}
 	for (int i = 0; i < 2; i++) {
 		pthread_join(th[i], NULL);
-		CHECK(c, t[i].errors == 0, "thread %d: %d errors, first: %s", i, t[i].errors, t[i].msg);
+		CHECK(c, t[i].errors == 0, "thread %d: %d errors, first: %s", i, t[i].errors,
+		      t[i].msg);
 		free(t[i].busy);
 	}
 	EXPECT_KIND(c, tu_read(c->q, 0, final, bytes), VDISK_OK, "final read");
@@ -820,10 +843,10 @@ int vdisk_conformance(const char *spec, unsigned flags)
 	       c.ro ? ", read-only" : "");
 
 	void (*const tests[])(struct ctx *) = {
-		test_metadata,  test_representability, test_range,        test_edges,
-		test_rw_shapes,
-		test_read_only, test_unmap,            test_write_zeroes, test_extents,
-		test_flush_fua, test_sync_and_guest,   test_concurrent,   test_resize,
+	    test_metadata,  test_representability, test_range,          test_edges,
+	    test_rw_shapes, test_read_only,        test_unmap,          test_write_zeroes,
+	    test_extents,   test_flush_fua,        test_sync_and_guest, test_concurrent,
+	    test_resize,
 	};
 	for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
 		int before = c.failures;

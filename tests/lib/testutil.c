@@ -148,8 +148,7 @@ vdisk_status tu_unmap(struct vdisk_queue *q, uint64_t sector, uint64_t count)
 	return finish(q, &w, vdisk_unmap(q, sector, count, 0, done_cb, &w));
 }
 
-vdisk_status tu_write_zeroes(struct vdisk_queue *q, uint64_t sector, uint64_t count,
-                             unsigned flags)
+vdisk_status tu_write_zeroes(struct vdisk_queue *q, uint64_t sector, uint64_t count, unsigned flags)
 {
 	struct waiter w = {0};
 	return finish(q, &w, vdisk_write_zeroes(q, sector, count, flags, done_cb, &w));
@@ -162,4 +161,7 @@ vdisk_status tu_extents(struct vdisk_queue *q, uint64_t sector, uint64_t count,
 	return finish(q, &w, vdisk_extents(q, sector, count, ext, max, n, done_cb, &w));
 }
 
-const char *tu_st(vdisk_status st) { return vdisk_error_name((enum vdisk_error)st.kind); }
+const char *tu_st(vdisk_status st)
+{
+	return vdisk_error_name((enum vdisk_error)st.kind);
+}

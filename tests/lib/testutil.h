@@ -17,8 +17,7 @@ char *tu_spec(const char *spec);
 struct vdisk *tu_open(const char *spec, unsigned flags);
 
 /* Deterministic content for a sector: depends on seed and sector number. */
-void tu_pattern(void *buf, size_t len, uint64_t first_sector, uint32_t sector_size,
-                uint64_t seed);
+void tu_pattern(void *buf, size_t len, uint64_t first_sector, uint32_t sector_size, uint64_t seed);
 /* Page-aligned, zeroed; free with free(). */
 void *tu_alloc(size_t len);
 

@@ -27,20 +27,20 @@ struct mini {
 	unsigned char *data;
 	uint64_t size;
 	unsigned writes;
-	int eagain_left;   /* return -EAGAIN this many times first */
-	int fail_errno;    /* fail every read with this errno */
+	int eagain_left;         /* return -EAGAIN this many times first */
+	int fail_errno;          /* fail every read with this errno */
 	bool zeroes_unsupported; /* write_zeroes answers NOT_SUPPORTED */
 };
 
 static int mini_open(struct vdisk *d, json_t *cfg)
 {
-	static const char *const keys[] = {"size", "sector-size", "eagain", "fail", "key",
-	                                   "zeroes-unsupported", NULL};
+	static const char *const keys[] = {"size", "sector-size",        "eagain", "fail",
+	                                   "key",  "zeroes-unsupported", NULL};
 	uint64_t size = 1 << 20, ss = 512, eagain = 0, fail = 0;
 	bool zu = false;
 	if (vdisk_cfg_check(cfg, keys) < 0 || vdisk_cfg_size(cfg, "size", &size) < 0 ||
-	    vdisk_cfg_size(cfg, "sector-size", &ss) < 0 || vdisk_cfg_uint(cfg, "eagain", &eagain) < 0 ||
-	    vdisk_cfg_uint(cfg, "fail", &fail) < 0 ||
+	    vdisk_cfg_size(cfg, "sector-size", &ss) < 0 ||
+	    vdisk_cfg_uint(cfg, "eagain", &eagain) < 0 || vdisk_cfg_uint(cfg, "fail", &fail) < 0 ||
 	    vdisk_cfg_bool(cfg, "zeroes-unsupported", &zu) < 0)
 		return -1;
 	struct mini *m = calloc(1, sizeof *m);
@@ -96,25 +96,25 @@ static int mini_write_zeroes(struct vdisk_req *r)
 static const char *const mini_secrets[] = {"key", NULL};
 
 static const struct vdisk_driver mini_driver = {
-	.struct_size = sizeof(struct vdisk_driver),
-	.name = "mini",
-	.description = "test: read and write only",
-	.open = mini_open,
-	.close = mini_close,
-	.read = mini_read,
-	.write = mini_write,
-	.secret_keys = mini_secrets,
+    .struct_size = sizeof(struct vdisk_driver),
+    .name = "mini",
+    .description = "test: read and write only",
+    .open = mini_open,
+    .close = mini_close,
+    .read = mini_read,
+    .write = mini_write,
+    .secret_keys = mini_secrets,
 };
 
 static const struct vdisk_driver mininz_driver = {
-	.struct_size = sizeof(struct vdisk_driver),
-	.name = "mininz",
-	.description = "test: write-zeroes that is never possible",
-	.open = mini_open,
-	.close = mini_close,
-	.read = mini_read,
-	.write = mini_write,
-	.write_zeroes = mini_write_zeroes,
+    .struct_size = sizeof(struct vdisk_driver),
+    .name = "mininz",
+    .description = "test: write-zeroes that is never possible",
+    .open = mini_open,
+    .close = mini_close,
+    .read = mini_read,
+    .write = mini_write,
+    .write_zeroes = mini_write_zeroes,
 };
 
 /* ---- "pass": a decorator that forwards everything ------------------------ */
@@ -132,19 +132,22 @@ static int pass_open(struct vdisk *d, json_t *cfg)
 	return 0;
 }
 
-static int pass_fwd(struct vdisk_req *r) { return vdisk_req_forward(r, vdisk_priv(r->disk)); }
+static int pass_fwd(struct vdisk_req *r)
+{
+	return vdisk_req_forward(r, vdisk_priv(r->disk));
+}
 
 static const struct vdisk_driver pass_driver = {
-	.struct_size = sizeof(struct vdisk_driver),
-	.name = "pass",
-	.description = "test: pass-through decorator",
-	.open = pass_open,
-	.read = pass_fwd,
-	.write = pass_fwd,
-	.flush = pass_fwd,
-	.unmap = pass_fwd,
-	.write_zeroes = pass_fwd,
-	.extents = pass_fwd,
+    .struct_size = sizeof(struct vdisk_driver),
+    .name = "pass",
+    .description = "test: pass-through decorator",
+    .open = pass_open,
+    .read = pass_fwd,
+    .write = pass_fwd,
+    .flush = pass_fwd,
+    .unmap = pass_fwd,
+    .write_zeroes = pass_fwd,
+    .extents = pass_fwd,
 };
 
 /* ---- "slow": reads done on the worker pool -------------------------------- */
@@ -162,16 +165,19 @@ static vdisk_status slow_work(struct vdisk_req *r)
 	return vdisk_status_ok();
 }
 
-static int slow_read(struct vdisk_req *r) { return vdisk_offload(r, slow_work); }
+static int slow_read(struct vdisk_req *r)
+{
+	return vdisk_offload(r, slow_work);
+}
 
 static const struct vdisk_driver slow_driver = {
-	.struct_size = sizeof(struct vdisk_driver),
-	.name = "slow",
-	.description = "test: reads on the worker pool",
-	.open = mini_open,
-	.close = mini_close,
-	.read = slow_read,
-	.write = mini_write,
+    .struct_size = sizeof(struct vdisk_driver),
+    .name = "slow",
+    .description = "test: reads on the worker pool",
+    .open = mini_open,
+    .close = mini_close,
+    .read = slow_read,
+    .write = mini_write,
 };
 
 /* ---- "broken": breaks the completion contract on purpose ----------------- */
@@ -192,13 +198,13 @@ static int broken_write(struct vdisk_req *r)
 }
 
 static const struct vdisk_driver broken_driver = {
-	.struct_size = sizeof(struct vdisk_driver),
-	.name = "broken",
-	.description = "test: violates the completion contract",
-	.open = mini_open,
-	.close = mini_close,
-	.read = broken_read,
-	.write = broken_write,
+    .struct_size = sizeof(struct vdisk_driver),
+    .name = "broken",
+    .description = "test: violates the completion contract",
+    .open = mini_open,
+    .close = mini_close,
+    .read = broken_read,
+    .write = broken_write,
 };
 
 static int setup_drivers(void **state)
@@ -476,8 +482,10 @@ static void test_queue_on_inner_layer(void **state)
 	(void)state;
 	/* I/O on a layer found by id bypasses the layers above it: here a write
 	 * below a fault layer that fails every write */
-	struct vdisk *d = tu_open("{\"type\":\"pass\",\"inner\":{\"type\":\"mininz\",\"size\":\"1M\","
-	                          "\"id\":\"m\"}}", 0);
+	struct vdisk *d =
+	    tu_open("{\"type\":\"pass\",\"inner\":{\"type\":\"mininz\",\"size\":\"1M\","
+	            "\"id\":\"m\"}}",
+	            0);
 	struct vdisk *m = vdisk_find(d, "m");
 	assert_non_null(m);
 	assert_string_equal(vdisk_type(m), "mininz");
@@ -558,20 +566,20 @@ static void test_broken_driver_caught(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_register_twice_fails),
-		cmocka_unit_test(test_write_zeroes_emulated),
-		cmocka_unit_test(test_write_zeroes_fallback),
-		cmocka_unit_test(test_defaults),
-		cmocka_unit_test(test_eject_unsupported),
-		cmocka_unit_test(test_backpressure_is_retried),
-		cmocka_unit_test(test_error_return_becomes_status),
-		cmocka_unit_test(test_offload_completes_on_queue),
-		cmocka_unit_test(test_metadata_validated),
-		cmocka_unit_test(test_decorator_conformance),
-		cmocka_unit_test(test_child_error_names_path),
-		cmocka_unit_test(test_secrets_redacted),
-		cmocka_unit_test(test_queue_on_inner_layer),
-		cmocka_unit_test(test_broken_driver_caught),
+	    cmocka_unit_test(test_register_twice_fails),
+	    cmocka_unit_test(test_write_zeroes_emulated),
+	    cmocka_unit_test(test_write_zeroes_fallback),
+	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_eject_unsupported),
+	    cmocka_unit_test(test_backpressure_is_retried),
+	    cmocka_unit_test(test_error_return_becomes_status),
+	    cmocka_unit_test(test_offload_completes_on_queue),
+	    cmocka_unit_test(test_metadata_validated),
+	    cmocka_unit_test(test_decorator_conformance),
+	    cmocka_unit_test(test_child_error_names_path),
+	    cmocka_unit_test(test_secrets_redacted),
+	    cmocka_unit_test(test_queue_on_inner_layer),
+	    cmocka_unit_test(test_broken_driver_caught),
 	};
 	return cmocka_run_group_tests(tests, setup_drivers, NULL);
 }

@@ -270,15 +270,18 @@ static void test_stats_in_inspect(void **state)
 	json_t *o = json_loads(s, 0, NULL);
 	assert_non_null(o);
 	json_t *st = json_object_get(json_array_get(json_object_get(o, "layers"), 0), "stats");
-	assert_int_equal(json_integer_value(json_object_get(json_object_get(st, "write"), "ops")), 10);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(st, "write"), "ops")),
+	                 10);
 	assert_int_equal(json_integer_value(json_object_get(json_object_get(st, "write"), "bytes")),
 	                 40960);
-	assert_int_equal(json_integer_value(json_object_get(json_object_get(st, "read"), "errors")), 1);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(st, "read"), "errors")),
+	                 1);
 	json_t *h = json_object_get(json_object_get(st, "write"), "latency_log2_ns");
 	json_int_t total = 0;
 	size_t i;
 	json_t *b;
-	json_array_foreach(h, i, b) total += json_integer_value(json_array_get(b, 1));
+	json_array_foreach (h, i, b)
+		total += json_integer_value(json_array_get(b, 1));
 	assert_int_equal(total, 10);
 	json_decref(o);
 	free(s);
@@ -293,16 +296,16 @@ static void test_stats_in_inspect(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_callback_never_inside_submit),
-		cmocka_unit_test(test_invalid_arguments),
-		cmocka_unit_test(test_fd_signals_inline_completion),
-		cmocka_unit_test(test_fd_signals_kernel_completion),
-		cmocka_unit_test(test_wait_timeout),
-		cmocka_unit_test(test_wait_resize_immediate),
-		cmocka_unit_test(test_timers),
-		cmocka_unit_test(test_bounce_budget),
-		cmocka_unit_test(test_plug_batches),
-		cmocka_unit_test(test_stats_in_inspect),
+	    cmocka_unit_test(test_callback_never_inside_submit),
+	    cmocka_unit_test(test_invalid_arguments),
+	    cmocka_unit_test(test_fd_signals_inline_completion),
+	    cmocka_unit_test(test_fd_signals_kernel_completion),
+	    cmocka_unit_test(test_wait_timeout),
+	    cmocka_unit_test(test_wait_resize_immediate),
+	    cmocka_unit_test(test_timers),
+	    cmocka_unit_test(test_bounce_budget),
+	    cmocka_unit_test(test_plug_batches),
+	    cmocka_unit_test(test_stats_in_inspect),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -70,15 +70,16 @@ static void test_pwrite_across_the_end_changes_nothing(void **state)
 		assert_int_equal(vdisk_pread(d, back, 400, size - 400).kind, VDISK_OK);
 		for (size_t i = 0; i < 400; i++)
 			if (back[i] == 0xEE)
-				fail_msg("%s: a pwrite that failed wrote byte %zu before the end", specs[s],
-				         400 - i);
+				fail_msg("%s: a pwrite that failed wrote byte %zu before the end",
+				         specs[s], 400 - i);
 		/* and a pread across the end leaves the buffer alone */
 		memset(back, 0x11, sizeof back);
 		assert_int_equal(vdisk_pread(d, back, sizeof back, size - 500).kind,
 		                 VDISK_ERR_ILLEGAL_BLOCK);
 		for (size_t i = 0; i < sizeof back; i++)
 			if (back[i] != 0x11)
-				fail_msg("%s: a pread that failed wrote byte %zu of the buffer", specs[s], i);
+				fail_msg("%s: a pread that failed wrote byte %zu of the buffer",
+				         specs[s], i);
 		vdisk_unref(d);
 	}
 }
@@ -134,11 +135,11 @@ static void test_inspect_non_utf8_path(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_iov_length_overflow),
-		cmocka_unit_test(test_pwrite_across_the_end_changes_nothing),
-		cmocka_unit_test(test_null_disk_refused),
-		cmocka_unit_test(test_duplicate_ids_refused),
-		cmocka_unit_test(test_inspect_non_utf8_path),
+	    cmocka_unit_test(test_iov_length_overflow),
+	    cmocka_unit_test(test_pwrite_across_the_end_changes_nothing),
+	    cmocka_unit_test(test_null_disk_refused),
+	    cmocka_unit_test(test_duplicate_ids_refused),
+	    cmocka_unit_test(test_inspect_non_utf8_path),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -37,7 +37,10 @@ static int stage_open(struct vdisk *d, json_t *cfg)
 	return 0;
 }
 
-static int stage_read(struct vdisk_req *r) { return vdisk_req_forward(r, vdisk_priv(r->disk)); }
+static int stage_read(struct vdisk_req *r)
+{
+	return vdisk_req_forward(r, vdisk_priv(r->disk));
+}
 
 static void stage_done(struct vdisk_req *c, vdisk_status st)
 {
@@ -68,11 +71,11 @@ static int stage_write(struct vdisk_req *r)
 }
 
 static const struct vdisk_driver stage_driver = {
-	.struct_size = sizeof(struct vdisk_driver),
-	.name = "stage",
-	.open = stage_open,
-	.read = stage_read,
-	.write = stage_write,
+    .struct_size = sizeof(struct vdisk_driver),
+    .name = "stage",
+    .open = stage_open,
+    .read = stage_read,
+    .write = stage_write,
 };
 
 struct flag {
@@ -136,12 +139,13 @@ static void test_nested_bounce_users(void **state)
 static void test_crypt_over_crypt(void **state)
 {
 	(void)state;
-	write_nested("{\"type\":\"crypt\",\"key-hex\":\"000102030405060708090a0b0c0d0e0f101112131415"
-	             "161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3"
-	             "e3f\",\"inner\":{\"type\":\"crypt\",\"key-hex\":\"404142434445464748494a4b4c4d4e4"
-	             "f505152535455565758595a5b5c5d5e5f606162636465666768696a6b6c6d6e6f70717273747576777"
-	             "8797a7b7c7d7e7f\",\"inner\":\"ram:size=32M\"}}",
-	             false);
+	write_nested(
+	    "{\"type\":\"crypt\",\"key-hex\":\"000102030405060708090a0b0c0d0e0f101112131415"
+	    "161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3"
+	    "e3f\",\"inner\":{\"type\":\"crypt\",\"key-hex\":\"404142434445464748494a4b4c4d4e4"
+	    "f505152535455565758595a5b5c5d5e5f606162636465666768696a6b6c6d6e6f70717273747576777"
+	    "8797a7b7c7d7e7f\",\"inner\":\"ram:size=32M\"}}",
+	    false);
 }
 
 int main(void)
@@ -149,8 +153,8 @@ int main(void)
 	if (vdisk_register_driver(&stage_driver) < 0)
 		return 1;
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_nested_bounce_users),
-		cmocka_unit_test(test_crypt_over_crypt),
+	    cmocka_unit_test(test_nested_bounce_users),
+	    cmocka_unit_test(test_crypt_over_crypt),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

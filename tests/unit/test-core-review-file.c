@@ -80,8 +80,8 @@ static void test_more_iovecs_than_iov_max(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_failed_create_leaves_no_file),
-		cmocka_unit_test(test_more_iovecs_than_iov_max),
+	    cmocka_unit_test(test_failed_create_leaves_no_file),
+	    cmocka_unit_test(test_more_iovecs_than_iov_max),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

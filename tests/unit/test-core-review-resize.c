@@ -86,7 +86,7 @@ int main(void)
 	if (!real_lock)
 		return 1;
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_racing_resizes),
+	    cmocka_unit_test(test_racing_resizes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -104,9 +104,9 @@ static void test_spec_file_with_nul(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_fifo_is_refused),
-		cmocka_unit_test(test_non_utf8_path),
-		cmocka_unit_test(test_spec_file_with_nul),
+	    cmocka_unit_test(test_fifo_is_refused),
+	    cmocka_unit_test(test_non_utf8_path),
+	    cmocka_unit_test(test_spec_file_with_nul),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

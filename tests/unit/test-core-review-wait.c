@@ -55,10 +55,10 @@ static int gate_read(struct vdisk_req *r)
 }
 
 static const struct vdisk_driver gate_driver = {
-	.struct_size = sizeof(struct vdisk_driver),
-	.name = "gate",
-	.open = gate_open,
-	.read = gate_read,
+    .struct_size = sizeof(struct vdisk_driver),
+    .name = "gate",
+    .open = gate_open,
+    .read = gate_read,
 };
 
 static int done;
@@ -103,7 +103,7 @@ int main(void)
 	if (vdisk_register_driver(&gate_driver) < 0)
 		return 1;
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_wait_sleeps_under_backpressure),
+	    cmocka_unit_test(test_wait_sleeps_under_backpressure),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -57,7 +57,10 @@ static uint64_t hook_size;
 
 /* What another thread does during the race: a resize, which completes a
  * wait-for-resize request of the queue remotely and kicks its eventfd. */
-static void resize_in_read(void) { assert_int_equal(vdisk_resize(hook_disk, ++hook_size), 0); }
+static void resize_in_read(void)
+{
+	assert_int_equal(vdisk_resize(hook_disk, ++hook_size), 0);
+}
 
 static void test_kick_during_reset_is_not_lost(void **state)
 {
@@ -141,11 +144,11 @@ static int nop_read(struct vdisk_req *r)
 }
 
 static const struct vdisk_driver nop_driver = {
-	.struct_size = sizeof(struct vdisk_driver),
-	.name = "nop",
-	.open = nop_open,
-	.queue_init = nop_queue_init,
-	.read = nop_read,
+    .struct_size = sizeof(struct vdisk_driver),
+    .name = "nop",
+    .open = nop_open,
+    .queue_init = nop_queue_init,
+    .read = nop_read,
 };
 
 static void test_completions_beyond_the_ring_are_reaped(void **state)
@@ -186,8 +189,8 @@ int main(void)
 	if (vdisk_register_driver(&nop_driver) < 0)
 		return 1;
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_kick_during_reset_is_not_lost),
-		cmocka_unit_test(test_completions_beyond_the_ring_are_reaped),
+	    cmocka_unit_test(test_kick_during_reset_is_not_lost),
+	    cmocka_unit_test(test_completions_beyond_the_ring_are_reaped),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

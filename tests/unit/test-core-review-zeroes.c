@@ -36,7 +36,10 @@ static int vol_open(struct vdisk *d, json_t *cfg)
 	return 0;
 }
 
-static void vol_close(struct vdisk *d) { free(vdisk_priv(d)); }
+static void vol_close(struct vdisk *d)
+{
+	free(vdisk_priv(d));
+}
 
 static int vol_read(struct vdisk_req *r)
 {
@@ -76,14 +79,14 @@ static int vol_flush(struct vdisk_req *r)
 }
 
 static const struct vdisk_driver vol_driver = {
-	.struct_size = sizeof(struct vdisk_driver),
-	.name = "volatile",
-	.open = vol_open,
-	.close = vol_close,
-	.read = vol_read,
-	.write = vol_write,
-	.flush = vol_flush,
-	.unmap = vol_unmap,
+    .struct_size = sizeof(struct vdisk_driver),
+    .name = "volatile",
+    .open = vol_open,
+    .close = vol_close,
+    .read = vol_read,
+    .write = vol_write,
+    .flush = vol_flush,
+    .unmap = vol_unmap,
 };
 
 static void test_fua_write_zeroes_through_unmap_is_durable(void **state)
@@ -94,7 +97,8 @@ static void test_fua_write_zeroes_through_unmap_is_durable(void **state)
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 	memset(v->data, 0x77, sizeof v->data);
 	/* may-unmap on a disk whose unmap zeroes: the core unmaps */
-	assert_int_equal(tu_write_zeroes(q, 4, 8, VDISK_ZERO_MAY_UNMAP | VDISK_IO_FUA).kind, VDISK_OK);
+	assert_int_equal(tu_write_zeroes(q, 4, 8, VDISK_ZERO_MAY_UNMAP | VDISK_IO_FUA).kind,
+	                 VDISK_OK);
 	assert_int_equal(v->unmaps, 1);
 	assert_int_equal(v->data[4 * 512], 0);
 	if (v->dirty)
@@ -117,7 +121,7 @@ int main(void)
 	if (vdisk_register_driver(&vol_driver) < 0)
 		return 1;
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_fua_write_zeroes_through_unmap_is_durable),
+	    cmocka_unit_test(test_fua_write_zeroes_through_unmap_is_durable),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

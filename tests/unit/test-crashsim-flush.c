@@ -67,18 +67,19 @@ static void apply(struct vdisk_queue *q, struct model *m, const struct op *o, un
 	case W:
 	case W_FUA:
 		tu_pattern(buf, len, o->sector, SS, o->seed);
-		assert_int_equal(tu_write(q, o->sector, buf, len, o->k == W_FUA ? VDISK_IO_FUA : 0).kind,
-		                 VDISK_OK);
+		assert_int_equal(
+		    tu_write(q, o->sector, buf, len, o->k == W_FUA ? VDISK_IO_FUA : 0).kind,
+		    VDISK_OK);
 		memcpy(m->img + off, buf, len);
 		if (o->k == W_FUA)
 			memcpy(m->dur + off, buf, len);
 		break;
 	case UNMAP:
 	case WZ:
-		assert_int_equal(
-		    (o->k == UNMAP ? tu_unmap(q, o->sector, o->count) : tu_write_zeroes(q, o->sector, o->count, 0))
-		        .kind,
-		    VDISK_OK);
+		assert_int_equal((o->k == UNMAP ? tu_unmap(q, o->sector, o->count)
+		                                : tu_write_zeroes(q, o->sector, o->count, 0))
+		                     .kind,
+		                 VDISK_OK);
 		memset(m->img + off, 0, len);
 		memset(m->dur + off, 0, len);
 		break;
@@ -108,7 +109,8 @@ static int crash_run(const struct op *ops, unsigned cut, const char *mode, uint6
 	for (unsigned i = 0; i < cut; i++)
 		apply(q, &m, &ops[i], buf);
 	char args[64], *res = NULL;
-	snprintf(args, sizeof args, "{\"mode\":\"%s\",\"seed\":%llu}", mode, (unsigned long long)seed);
+	snprintf(args, sizeof args, "{\"mode\":\"%s\",\"seed\":%llu}", mode,
+	         (unsigned long long)seed);
 	if (vdisk_ctl(d, "crash", args, &res) < 0)
 		fail_msg("crash: %s", vdisk_errmsg());
 	free(res);
@@ -130,7 +132,8 @@ static int crash_run(const struct op *ops, unsigned cut, const char *mode, uint6
 			want = m.img;
 		if (want && memcmp(got, want + (size_t)s * SS, SS) != 0) {
 			if (!bad)
-				printf("FAIL cut %u mode %s: sector %u differs (volatile %d, last durable %d)\n",
+				printf("FAIL cut %u mode %s: sector %u differs (volatile %d, last "
+				       "durable %d)\n",
 				       cut, mode, s, m.vol[s], m.last_durable[s]);
 			bad++;
 		}
@@ -173,7 +176,8 @@ static void test_torn_units(void **state)
 	bool seen[3] = {false, false, false};
 	for (uint64_t seed = 1; seed <= 12; seed++) {
 		struct vdisk *d = tu_open(
-		    "{\"type\":\"crashsim\",\"atomic-sector\":\"4k\",\"inner\":\"ram:size=128k\"}", 0);
+		    "{\"type\":\"crashsim\",\"atomic-sector\":\"4k\",\"inner\":\"ram:size=128k\"}",
+		    0);
 		struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 		size_t len = 64 * SS;
 		unsigned char *old = tu_alloc(len), *neu = tu_alloc(len), *got = tu_alloc(len);
@@ -183,7 +187,8 @@ static void test_torn_units(void **state)
 		assert_int_equal(tu_flush(q).kind, VDISK_OK);
 		assert_int_equal(tu_write(q, 16, neu, len, 0).kind, VDISK_OK);
 		char args[64];
-		snprintf(args, sizeof args, "{\"mode\":\"tear\",\"seed\":%llu}", (unsigned long long)seed);
+		snprintf(args, sizeof args, "{\"mode\":\"tear\",\"seed\":%llu}",
+		         (unsigned long long)seed);
 		assert_int_equal(vdisk_ctl(d, "crash", args, NULL), 0);
 		assert_int_equal(vdisk_ctl(d, "restart", NULL, NULL), 0);
 		assert_int_equal(tu_read(q, 16, got, len).kind, VDISK_OK);
@@ -195,8 +200,8 @@ static void test_torn_units(void **state)
 				        : memcmp(got + off, old + off, SS) == 0 ? 1
 				                                                : 2;
 				if (cls >= 0 && c != cls)
-					fail_msg("seed %llu: 4 KiB unit %u is partly torn", (unsigned long long)seed,
-					         u);
+					fail_msg("seed %llu: 4 KiB unit %u is partly torn",
+					         (unsigned long long)seed, u);
 				cls = c;
 			}
 			seen[cls] = true;
@@ -226,7 +231,8 @@ static void test_torn_inside_sector(void **state)
 		assert_int_equal(tu_write(q, 3, old, 4096, VDISK_IO_FUA).kind, VDISK_OK);
 		assert_int_equal(tu_write(q, 3, neu, 4096, 0).kind, VDISK_OK);
 		char args[64];
-		snprintf(args, sizeof args, "{\"mode\":\"tear\",\"seed\":%llu}", (unsigned long long)seed);
+		snprintf(args, sizeof args, "{\"mode\":\"tear\",\"seed\":%llu}",
+		         (unsigned long long)seed);
 		assert_int_equal(vdisk_ctl(d, "crash", args, NULL), 0);
 		assert_int_equal(vdisk_ctl(d, "restart", NULL, NULL), 0);
 		assert_int_equal(tu_read(q, 3, got, 4096).kind, VDISK_OK);
@@ -254,10 +260,11 @@ static void test_reopen_file(void **state)
 	const char *key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 	                  "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f";
 	char spec[1024];
-	snprintf(spec, sizeof spec,
-	         "{\"type\":\"crypt\",\"key-hex\":\"%s\",\"inner\":{\"type\":\"crashsim\",\"id\":\"cs\","
-	         "\"inner\":\"file:path=@TMP@/crash.img,create=128k\"}}",
-	         key);
+	snprintf(
+	    spec, sizeof spec,
+	    "{\"type\":\"crypt\",\"key-hex\":\"%s\",\"inner\":{\"type\":\"crashsim\",\"id\":\"cs\","
+	    "\"inner\":\"file:path=@TMP@/crash.img,create=128k\"}}",
+	    key);
 	unsigned nops, nflush;
 	const struct op *ops = workload(&nops, &nflush);
 	struct vdisk *d = tu_open(spec, 0);
@@ -285,7 +292,8 @@ static void test_reopen_file(void **state)
 	vdisk_unref(cs);
 	vdisk_unref(d);
 	snprintf(spec, sizeof spec,
-	         "{\"type\":\"crypt\",\"key-hex\":\"%s\",\"inner\":\"file:path=@TMP@/crash.img\"}", key);
+	         "{\"type\":\"crypt\",\"key-hex\":\"%s\",\"inner\":\"file:path=@TMP@/crash.img\"}",
+	         key);
 	d = tu_open(spec, 0);
 	assert_int_equal(vdisk_pread(d, disk, BYTES, 0).kind, VDISK_OK);
 	/* unmapped sectors read as noise through crypt; compare the others */
@@ -319,9 +327,10 @@ static void io_done(void *o, vdisk_status st)
 static void test_control(void **state)
 {
 	(void)state;
-	struct vdisk *d = tu_open("{\"type\":\"crashsim\",\"inner\":{\"type\":\"delay\",\"id\":\"dl\","
-	                          "\"write\":\"30ms\",\"inner\":\"ram:size=64k\"}}",
-	                          0);
+	struct vdisk *d =
+	    tu_open("{\"type\":\"crashsim\",\"inner\":{\"type\":\"delay\",\"id\":\"dl\","
+	            "\"write\":\"30ms\",\"inner\":\"ram:size=64k\"}}",
+	            0);
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 	unsigned char *buf = tu_alloc(4096);
 	struct iovec iov = {buf, 4096};
@@ -354,10 +363,11 @@ static void test_control(void **state)
 
 	/* a disk below that refuses the post-crash image: the crash says so, and
 	 * applies later */
-	d = tu_open("{\"type\":\"crashsim\",\"id\":\"cs\",\"inner\":{\"type\":\"fault\",\"id\":\"f\","
-	            "\"rules\":[{\"op\":\"write\",\"id\":\"nw\",\"armed\":false}],"
-	            "\"inner\":\"ram:size=64k\"}}",
-	            0);
+	d = tu_open(
+	    "{\"type\":\"crashsim\",\"id\":\"cs\",\"inner\":{\"type\":\"fault\",\"id\":\"f\","
+	    "\"rules\":[{\"op\":\"write\",\"id\":\"nw\",\"armed\":false}],"
+	    "\"inner\":\"ram:size=64k\"}}",
+	    0);
 	struct vdisk *cs = vdisk_find(d, "cs"), *f = vdisk_find(d, "f");
 	memset(buf, 9, 4096);
 	assert_int_equal(vdisk_pwrite(d, buf, 4096, 0, 0).kind, VDISK_OK);
@@ -386,9 +396,11 @@ static void test_control(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_every_flush_boundary), cmocka_unit_test(test_torn_units),
-		cmocka_unit_test(test_torn_inside_sector),   cmocka_unit_test(test_reopen_file),
-		cmocka_unit_test(test_control),
+	    cmocka_unit_test(test_every_flush_boundary),
+	    cmocka_unit_test(test_torn_units),
+	    cmocka_unit_test(test_torn_inside_sector),
+	    cmocka_unit_test(test_reopen_file),
+	    cmocka_unit_test(test_control),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -80,7 +80,8 @@ static void test_out_of_order(void **state)
 	assert_true(t2.t - t0 >= 20000000u);
 
 	assert_int_equal(vdisk_ctl(d, "get", NULL, &res), 0);
-	assert_string_equal(res, "{\"read\":\"0\",\"write\":\"20ms\",\"flush\":\"0\",\"unmap\":\"0\"}");
+	assert_string_equal(res,
+	                    "{\"read\":\"0\",\"write\":\"20ms\",\"flush\":\"0\",\"unmap\":\"0\"}");
 	free(res);
 	vdisk_queue_destroy(q);
 	vdisk_unref(d);
@@ -134,7 +135,8 @@ static void test_many_in_flight(void **state)
 static void test_fd_wakeup(void **state)
 {
 	(void)state;
-	struct vdisk *d = tu_open("{\"type\":\"delay\",\"write\":\"10ms\",\"inner\":\"ram:size=1M\"}", 0);
+	struct vdisk *d =
+	    tu_open("{\"type\":\"delay\",\"write\":\"10ms\",\"inner\":\"ram:size=1M\"}", 0);
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 	int fd = vdisk_queue_fd(q);
 	assert_true(fd >= 0);
@@ -169,7 +171,8 @@ static void test_config_errors(void **state)
 	(void)state;
 	expect_open_error("{\"type\":\"delay\",\"read\":\"5 parsecs\",\"inner\":\"ram:size=1M\"}",
 	                  "read");
-	expect_open_error("{\"type\":\"delay\",\"wrte\":\"5ms\",\"inner\":\"ram:size=1M\"}", "wrte");
+	expect_open_error("{\"type\":\"delay\",\"wrte\":\"5ms\",\"inner\":\"ram:size=1M\"}",
+	                  "wrte");
 	expect_open_error("{\"type\":\"delay\",\"read\":\"5ms\"}", "inner");
 	expect_open_error("{\"type\":\"delay\",\"inner\":\"ram:size=0\"}", "size");
 	struct vdisk *d = tu_open("{\"type\":\"delay\",\"inner\":\"ram:size=1M\"}", 0);
@@ -181,7 +184,8 @@ static void test_config_errors(void **state)
 	/* nothing changed by the failed calls */
 	char *res = NULL;
 	assert_int_equal(vdisk_ctl(d, "get", NULL, &res), 0);
-	assert_string_equal(res, "{\"read\":\"0\",\"write\":\"0\",\"flush\":\"0\",\"unmap\":\"0\"}");
+	assert_string_equal(res,
+	                    "{\"read\":\"0\",\"write\":\"0\",\"flush\":\"0\",\"unmap\":\"0\"}");
 	free(res);
 	vdisk_unref(d);
 }
@@ -213,9 +217,9 @@ static void test_passthrough(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_out_of_order),  cmocka_unit_test(test_many_in_flight),
-		cmocka_unit_test(test_fd_wakeup),     cmocka_unit_test(test_config_errors),
-		cmocka_unit_test(test_passthrough),
+	    cmocka_unit_test(test_out_of_order), cmocka_unit_test(test_many_in_flight),
+	    cmocka_unit_test(test_fd_wakeup),    cmocka_unit_test(test_config_errors),
+	    cmocka_unit_test(test_passthrough),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

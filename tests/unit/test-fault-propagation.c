@@ -16,26 +16,27 @@
 #include "vdisk/vdisk.h"
 
 #define FAULT "{\"type\":\"fault\",\"id\":\"f\",\"inner\":\"ram:size=1M\"}"
-#define KEY "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f" \
-            "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+#define KEY                                                                \
+	"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f" \
+	"202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
 
 static const struct {
 	const char *name, *spec;
 	bool zeroes_are_writes; /* write-zeroes reaches the fault layer as writes */
 } stacks[] = {
-	{"fault", FAULT, false},
-	{"delay", "{\"type\":\"delay\",\"write\":\"10us\",\"inner\":" FAULT "}", false},
-	{"crypt", "{\"type\":\"crypt\",\"key-hex\":\"" KEY "\",\"inner\":" FAULT "}", true},
-	{"prwrap", "{\"type\":\"prwrap\",\"inner\":" FAULT "}", false},
-	{"crashsim", "{\"type\":\"crashsim\",\"inner\":" FAULT "}", false},
-	{"striped-1", "{\"type\":\"striped\",\"disks\":[" FAULT "]}", false},
-	{"striped-2", "{\"type\":\"striped\",\"chunk-size\":512,\"disks\":[" FAULT
-	              ",\"ram:size=1M\"]}",
-	 false},
-	{"all", "{\"type\":\"delay\",\"inner\":{\"type\":\"prwrap\",\"inner\":{\"type\":\"crypt\","
-	        "\"key-hex\":\"" KEY "\",\"inner\":{\"type\":\"striped\",\"chunk-size\":512,\"disks\":"
-	        "[{\"type\":\"crashsim\",\"inner\":" FAULT "},\"ram:size=1M\"]}}}}",
-	 true},
+    {"fault", FAULT, false},
+    {"delay", "{\"type\":\"delay\",\"write\":\"10us\",\"inner\":" FAULT "}", false},
+    {"crypt", "{\"type\":\"crypt\",\"key-hex\":\"" KEY "\",\"inner\":" FAULT "}", true},
+    {"prwrap", "{\"type\":\"prwrap\",\"inner\":" FAULT "}", false},
+    {"crashsim", "{\"type\":\"crashsim\",\"inner\":" FAULT "}", false},
+    {"striped-1", "{\"type\":\"striped\",\"disks\":[" FAULT "]}", false},
+    {"striped-2", "{\"type\":\"striped\",\"chunk-size\":512,\"disks\":[" FAULT ",\"ram:size=1M\"]}",
+     false},
+    {"all",
+     "{\"type\":\"delay\",\"inner\":{\"type\":\"prwrap\",\"inner\":{\"type\":\"crypt\","
+     "\"key-hex\":\"" KEY "\",\"inner\":{\"type\":\"striped\",\"chunk-size\":512,\"disks\":"
+     "[{\"type\":\"crashsim\",\"inner\":" FAULT "},\"ram:size=1M\"]}}}}",
+     true},
 };
 
 static const char *const ops[] = {"read", "write", "fua-write", "flush", "unmap", "write-zeroes"};
@@ -46,13 +47,13 @@ static const struct {
 	int errnum;
 	enum vdisk_medium medium;
 } errors[] = {
-	{"\"error\":\"io\",\"errno\":\"ENOSPC\"", VDISK_ERR_IO, ENOSPC, VDISK_MEDIUM_NONE},
-	{"\"error\":\"medium\",\"medium\":\"guard-check\"", VDISK_ERR_MEDIUM, EIO,
-	 VDISK_MEDIUM_GUARD_CHECK},
-	{"\"error\":\"reservation-conflict\"", VDISK_ERR_RESERVATION_CONFLICT, 0, VDISK_MEDIUM_NONE},
-	{"\"error\":\"aborted-preempt\"", VDISK_ERR_ABORTED_PREEMPT, 0, VDISK_MEDIUM_NONE},
-	{"\"error\":\"invalid-input\"", VDISK_ERR_INVALID_INPUT, 0, VDISK_MEDIUM_NONE},
-	{"\"error\":\"illegal-block\"", VDISK_ERR_ILLEGAL_BLOCK, 0, VDISK_MEDIUM_NONE},
+    {"\"error\":\"io\",\"errno\":\"ENOSPC\"", VDISK_ERR_IO, ENOSPC, VDISK_MEDIUM_NONE},
+    {"\"error\":\"medium\",\"medium\":\"guard-check\"", VDISK_ERR_MEDIUM, EIO,
+     VDISK_MEDIUM_GUARD_CHECK},
+    {"\"error\":\"reservation-conflict\"", VDISK_ERR_RESERVATION_CONFLICT, 0, VDISK_MEDIUM_NONE},
+    {"\"error\":\"aborted-preempt\"", VDISK_ERR_ABORTED_PREEMPT, 0, VDISK_MEDIUM_NONE},
+    {"\"error\":\"invalid-input\"", VDISK_ERR_INVALID_INPUT, 0, VDISK_MEDIUM_NONE},
+    {"\"error\":\"illegal-block\"", VDISK_ERR_ILLEGAL_BLOCK, 0, VDISK_MEDIUM_NONE},
 };
 
 static vdisk_status run_op(struct vdisk_queue *q, int op, unsigned char *buf)
@@ -82,7 +83,8 @@ static void test_every_error_comes_up(void **state)
 			if (op == 4 && vdisk_unmap_behavior(d) == VDISK_UNMAP_IGNORED)
 				continue;
 			for (size_t e = 0; e < sizeof errors / sizeof *errors; e++) {
-				const char *rop = op == 5 && stacks[s].zeroes_are_writes ? "write" : ops[op];
+				const char *rop =
+				    op == 5 && stacks[s].zeroes_are_writes ? "write" : ops[op];
 				char rule[256];
 				snprintf(rule, sizeof rule, "{\"op\":\"%s\",\"once\":true,%s}", rop,
 				         errors[e].rule);
@@ -94,8 +96,9 @@ static void test_every_error_comes_up(void **state)
 				    (errors[e].errnum && st.errnum != errors[e].errnum) ||
 				    st.medium != errors[e].medium) {
 					char b[128];
-					printf("FAIL %s: %s with %s came up as %s\n", stacks[s].name, ops[op],
-					       errors[e].rule, vdisk_status_str(st, b, sizeof b));
+					printf("FAIL %s: %s with %s came up as %s\n",
+					       stacks[s].name, ops[op], errors[e].rule,
+					       vdisk_status_str(st, b, sizeof b));
 					failures++;
 				}
 			}
@@ -119,9 +122,8 @@ static void test_lost_write_is_invisible_until_read(void **state)
 	unsigned char *w = tu_alloc(512), *r = tu_alloc(512);
 	tu_pattern(w, 512, 0, 512, 1);
 	assert_int_equal(tu_write(q, 0, w, 512, 0).kind, VDISK_OK);
-	assert_int_equal(vdisk_ctl(f, "add", "{\"op\":\"write\",\"effect\":\"lost\",\"once\":true}",
-	                           NULL),
-	                 0);
+	assert_int_equal(
+	    vdisk_ctl(f, "add", "{\"op\":\"write\",\"effect\":\"lost\",\"once\":true}", NULL), 0);
 	tu_pattern(w, 512, 0, 512, 2);
 	assert_int_equal(tu_write(q, 0, w, 512, 0).kind, VDISK_OK);
 	assert_int_equal(tu_read(q, 0, r, 512).kind, VDISK_OK);
@@ -138,8 +140,8 @@ static void test_lost_write_is_invisible_until_read(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_every_error_comes_up),
-		cmocka_unit_test(test_lost_write_is_invisible_until_read),
+	    cmocka_unit_test(test_every_error_comes_up),
+	    cmocka_unit_test(test_lost_write_is_invisible_until_read),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -46,7 +46,10 @@ static int kind_w(struct t *t, uint64_t sector, unsigned flags)
 	return tu_write(t->q, sector, t->buf, 512, flags).kind;
 }
 
-static int kind_r(struct t *t, uint64_t sector) { return tu_read(t->q, sector, t->buf, 512).kind; }
+static int kind_r(struct t *t, uint64_t sector)
+{
+	return tu_read(t->q, sector, t->buf, 512).kind;
+}
 
 static bool holds_pattern(struct t *t, uint64_t sector, uint64_t seed)
 {
@@ -58,9 +61,10 @@ static bool holds_pattern(struct t *t, uint64_t sector, uint64_t seed)
 static void test_nth_every_once(void **state)
 {
 	(void)state;
-	struct t t = setup("[{\"op\":\"write\",\"nth\":3},"
-	                   "{\"op\":\"read\",\"every\":2,\"error\":\"medium\",\"errno\":\"ENODATA\"},"
-	                   "{\"op\":\"flush\",\"once\":true,\"error\":\"io\",\"errno\":28}]");
+	struct t t =
+	    setup("[{\"op\":\"write\",\"nth\":3},"
+	          "{\"op\":\"read\",\"every\":2,\"error\":\"medium\",\"errno\":\"ENODATA\"},"
+	          "{\"op\":\"flush\",\"once\":true,\"error\":\"io\",\"errno\":28}]");
 	assert_int_equal(kind_w(&t, 1, 0), VDISK_OK);
 	assert_int_equal(kind_w(&t, 2, 0), VDISK_OK);
 	assert_int_equal(kind_w(&t, 3, 0), VDISK_ERR_IO);
@@ -71,7 +75,7 @@ static void test_nth_every_once(void **state)
 	assert_int_equal(st.kind, VDISK_ERR_MEDIUM);
 	assert_int_equal(st.errnum, ENODATA);
 	assert_int_equal(st.medium, VDISK_MEDIUM_UNRECOVERED_READ);
-	assert_true(holds_pattern(&t, 2, 2)); /* read 3: ok, and write 2 landed */
+	assert_true(holds_pattern(&t, 2, 2));              /* read 3: ok, and write 2 landed */
 	assert_int_equal(kind_r(&t, 3), VDISK_ERR_MEDIUM); /* read 4 */
 	assert_int_equal(kind_r(&t, 3), VDISK_OK);
 	st = tu_flush(t.q);
@@ -151,8 +155,9 @@ static void test_probability(void **state)
 static void test_short_transfers(void **state)
 {
 	(void)state;
-	struct t t = setup("[{\"op\":\"read\",\"effect\":\"short\",\"nth\":2},"
-	                   "{\"op\":\"write\",\"effect\":\"short\",\"short-sectors\":3,\"nth\":2}]");
+	struct t t =
+	    setup("[{\"op\":\"read\",\"effect\":\"short\",\"nth\":2},"
+	          "{\"op\":\"write\",\"effect\":\"short\",\"short-sectors\":3,\"nth\":2}]");
 	size_t len = 8 * 512;
 	tu_pattern(t.chk, len, 0, 512, 1);
 	assert_int_equal(tu_write(t.q, 0, t.chk, len, 0).kind, VDISK_OK);
@@ -227,12 +232,14 @@ static void test_ctl(void **state)
 	assert_non_null(strstr(vdisk_errmsg(), "rule.op: 'wirte'"));
 	assert_int_equal(vdisk_ctl(t.d, "explode", NULL, NULL), -1);
 	/* found by id inside a stack */
-	struct vdisk *top = tu_open("{\"type\":\"delay\",\"inner\":{\"type\":\"fault\",\"id\":\"ff\","
-	                            "\"inner\":\"ram:size=1M\"}}",
-	                            0);
+	struct vdisk *top =
+	    tu_open("{\"type\":\"delay\",\"inner\":{\"type\":\"fault\",\"id\":\"ff\","
+	            "\"inner\":\"ram:size=1M\"}}",
+	            0);
 	struct vdisk *f = vdisk_find(top, "ff");
 	assert_non_null(f);
-	assert_int_equal(vdisk_ctl(f, "add", "{\"op\":\"read\",\"error\":\"illegal-block\"}", NULL), 0);
+	assert_int_equal(vdisk_ctl(f, "add", "{\"op\":\"read\",\"error\":\"illegal-block\"}", NULL),
+	                 0);
 	struct vdisk_queue *q = vdisk_queue_create(top, NULL);
 	assert_int_equal(tu_read(q, 0, t.buf, 512).kind, VDISK_ERR_ILLEGAL_BLOCK);
 	vdisk_queue_destroy(q);
@@ -261,7 +268,8 @@ static void test_config_errors(void **state)
 	expect_open_error("[{}]", "rules[0].op: required");
 	expect_open_error("[{\"op\":\"write\"},{\"op\":\"red\"}]", "rules[1].op: 'red'");
 	expect_open_error("[{\"op\":\"write\",\"bogus\":1}]", "rules[0].unknown key 'bogus'");
-	expect_open_error("[{\"op\":\"read\",\"effect\":\"lost\"}]", "rules[0].effect: a read cannot");
+	expect_open_error("[{\"op\":\"read\",\"effect\":\"lost\"}]",
+	                  "rules[0].effect: a read cannot");
 	expect_open_error("[{\"op\":\"flush\",\"effect\":\"short\"}]", "short transfer applies");
 	expect_open_error("[{\"op\":\"read\",\"effect\":\"boom\"}]", "effect: 'boom'");
 	expect_open_error("[{\"op\":\"read\",\"error\":\"eio\"}]", "error: 'eio'");
@@ -283,10 +291,14 @@ static void test_config_errors(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_nth_every_once),  cmocka_unit_test(test_range_sticky),
-		cmocka_unit_test(test_after_flushes),   cmocka_unit_test(test_probability),
-		cmocka_unit_test(test_short_transfers), cmocka_unit_test(test_lost_and_performed),
-		cmocka_unit_test(test_ctl),             cmocka_unit_test(test_config_errors),
+	    cmocka_unit_test(test_nth_every_once),
+	    cmocka_unit_test(test_range_sticky),
+	    cmocka_unit_test(test_after_flushes),
+	    cmocka_unit_test(test_probability),
+	    cmocka_unit_test(test_short_transfers),
+	    cmocka_unit_test(test_lost_and_performed),
+	    cmocka_unit_test(test_ctl),
+	    cmocka_unit_test(test_config_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

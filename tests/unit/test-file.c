@@ -126,8 +126,8 @@ static void test_short_read_is_an_error(void **state)
 	static const char *const modes[] = {"file:path=%s", "file:path=%s,direct=on"};
 	for (int m = 0; m < 2; m++) {
 		unlink(p);
-		struct vdisk *d = open_fmt(0, m ? "file:path=%s,create=1M,direct=on"
-		                                : "file:path=%s,create=1M", p);
+		struct vdisk *d = open_fmt(
+		    0, m ? "file:path=%s,create=1M,direct=on" : "file:path=%s,create=1M", p);
 		assert_non_null(d);
 		struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 		unsigned char *buf = tu_alloc(8192);
@@ -239,13 +239,13 @@ static void test_read_only_file(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_create_rules),
-		cmocka_unit_test(test_open_errors),
-		cmocka_unit_test(test_trailing_partial_sector_ignored),
-		cmocka_unit_test(test_short_read_is_an_error),
-		cmocka_unit_test(test_punch_and_extents),
-		cmocka_unit_test(test_direct_bounces_unaligned),
-		cmocka_unit_test(test_read_only_file),
+	    cmocka_unit_test(test_create_rules),
+	    cmocka_unit_test(test_open_errors),
+	    cmocka_unit_test(test_trailing_partial_sector_ignored),
+	    cmocka_unit_test(test_short_read_is_an_error),
+	    cmocka_unit_test(test_punch_and_extents),
+	    cmocka_unit_test(test_direct_bounces_unaligned),
+	    cmocka_unit_test(test_read_only_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

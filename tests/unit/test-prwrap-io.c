@@ -25,13 +25,13 @@ static const bool op_is_read[NOPS] = {true, false, false, false, false, false, t
  * reservation type (0 = none); columns: holder A, registrant B, unregistered
  * C.  From SPC-4 5.12.1 (table 64) and SBC-4 4.17; NVMe 1.4 8.8.4. */
 static const char *const allowed[7][3] = {
-	{"rw", "rw", "rw"}, /* no reservation */
-	{"rw", "r", "r"},   /* write exclusive */
-	{"rw", "-", "-"},   /* exclusive access */
-	{"rw", "rw", "r"},  /* write exclusive, registrants only */
-	{"rw", "rw", "-"},  /* exclusive access, registrants only */
-	{"rw", "rw", "r"},  /* write exclusive, all registrants */
-	{"rw", "rw", "-"},  /* exclusive access, all registrants */
+    {"rw", "rw", "rw"}, /* no reservation */
+    {"rw", "r", "r"},   /* write exclusive */
+    {"rw", "-", "-"},   /* exclusive access */
+    {"rw", "rw", "r"},  /* write exclusive, registrants only */
+    {"rw", "rw", "-"},  /* exclusive access, registrants only */
+    {"rw", "rw", "r"},  /* write exclusive, all registrants */
+    {"rw", "rw", "-"},  /* exclusive access, all registrants */
 };
 
 static struct vdisk *initiator(const char *domain, const char *host, const char *inner)
@@ -80,7 +80,8 @@ static void test_access_table(void **state)
 		assert_int_equal(vdisk_pr_register(d[A], 0, 0xA, 0).kind, VDISK_OK);
 		assert_int_equal(vdisk_pr_register(d[B], 0, 0xB, 0).kind, VDISK_OK);
 		if (t)
-			assert_int_equal(vdisk_pr_reserve(d[A], 0xA, (enum vdisk_pr_type)t).kind, VDISK_OK);
+			assert_int_equal(vdisk_pr_reserve(d[A], 0xA, (enum vdisk_pr_type)t).kind,
+			                 VDISK_OK);
 		for (int w = 0; w < 3; w++) {
 			for (int op = 0; op < NOPS; op++) {
 				bool ok = strchr(allowed[t][w], op_is_read[op] ? 'r' : 'w') != NULL;
@@ -88,7 +89,8 @@ static void test_access_table(void **state)
 				int got = do_op(q[w], op, buf);
 				if (got != want) {
 					printf("FAIL %s: initiator %c %s: got %s, expected %s\n",
-					       vdisk_pr_type_name((enum vdisk_pr_type)t), 'A' + w, op_names[op],
+					       vdisk_pr_type_name((enum vdisk_pr_type)t), 'A' + w,
+					       op_names[op],
 					       vdisk_error_name((enum vdisk_error)got),
 					       vdisk_error_name((enum vdisk_error)want));
 					failures++;
@@ -97,7 +99,8 @@ static void test_access_table(void **state)
 		}
 		/* released: everyone may do everything again */
 		if (t) {
-			assert_int_equal(vdisk_pr_release(d[A], 0xA, (enum vdisk_pr_type)t).kind, VDISK_OK);
+			assert_int_equal(vdisk_pr_release(d[A], 0xA, (enum vdisk_pr_type)t).kind,
+			                 VDISK_OK);
 			for (int w = 0; w < 3; w++)
 				for (int op = 0; op < NOPS; op++)
 					if (do_op(q[w], op, buf) != VDISK_OK)
@@ -219,7 +222,8 @@ static void test_two_initiators_share_a_file(void **state)
 	/* the reservation outlives the initiator's handle, as on a real target */
 	assert_int_equal(vdisk_pwrite(b, w, 4096, 4096, 0).kind, VDISK_ERR_RESERVATION_CONFLICT);
 	assert_int_equal(vdisk_pr_register(b, 0, 0x2, 0).kind, VDISK_OK);
-	assert_int_equal(vdisk_pr_preempt(b, 0x2, 0x1, VDISK_PR_WRITE_EXCLUSIVE, true).kind, VDISK_OK);
+	assert_int_equal(vdisk_pr_preempt(b, 0x2, 0x1, VDISK_PR_WRITE_EXCLUSIVE, true).kind,
+	                 VDISK_OK);
 	assert_int_equal(vdisk_pwrite(b, w, 4096, 4096, 0).kind, VDISK_OK);
 	vdisk_unref(b);
 	free(w);
@@ -254,9 +258,10 @@ static void test_through_decorators(void **state)
 	vdisk_unref(d);
 
 	/* a stripe set over prwraps has no single reservation state */
-	d = tu_open("{\"type\":\"striped\",\"disks\":[{\"type\":\"prwrap\",\"inner\":\"ram:size=1M\"},"
-	            "{\"type\":\"prwrap\",\"inner\":\"ram:size=1M\"}]}",
-	            0);
+	d = tu_open(
+	    "{\"type\":\"striped\",\"disks\":[{\"type\":\"prwrap\",\"inner\":\"ram:size=1M\"},"
+	    "{\"type\":\"prwrap\",\"inner\":\"ram:size=1M\"}]}",
+	    0);
 	assert_false(vdisk_has_persistent_reservations(d));
 	assert_int_equal(vdisk_pr_register(d, 0, 1, 0).kind, VDISK_ERR_NOT_SUPPORTED);
 	vdisk_unref(d);
@@ -297,12 +302,12 @@ static void test_config_errors(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_access_table),
-		cmocka_unit_test(test_access_follows_state),
-		cmocka_unit_test(test_preempt_and_abort),
-		cmocka_unit_test(test_two_initiators_share_a_file),
-		cmocka_unit_test(test_through_decorators),
-		cmocka_unit_test(test_config_errors),
+	    cmocka_unit_test(test_access_table),
+	    cmocka_unit_test(test_access_follows_state),
+	    cmocka_unit_test(test_preempt_and_abort),
+	    cmocka_unit_test(test_two_initiators_share_a_file),
+	    cmocka_unit_test(test_through_decorators),
+	    cmocka_unit_test(test_config_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,7 +21,7 @@
 
 enum who { A, B, C };
 enum cmd { REG, REG_IGN, RES, REL, CLR, PRE, PRE_ABORT };
-#define SAME 0 /* the type under test */
+#define SAME 0  /* the type under test */
 #define OTHER 1 /* another type */
 #define NONE (-1)
 
@@ -42,108 +42,110 @@ struct row {
 	struct expect single, all;
 };
 
-#define E(st, dg, ty, regs, hold) {VDISK_##st, dg, ty, regs, hold}
+#define E(st, dg, ty, regs, hold)              \
+	{                                      \
+		VDISK_##st, dg, ty, regs, hold \
+	}
 
 /* starting from: A=a B=b registered, A reserved (type T) */
 static const struct row reserved_rows[] = {
-	{"unregistered registers", C, REG, 0, 0xC, SAME,
-	 E(OK, 1, SAME, "A=a B=b C=c", "A"), E(OK, 1, SAME, "A=a B=b C=c", "ABC")},
-	{"unregistered registers with a current key", C, REG, 5, 0xC, SAME,
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
-	{"unregistered registers key 0", C, REG, 0, 0, SAME,
-	 E(OK, 0, SAME, "A=a B=b", "A"), E(OK, 0, SAME, "A=a B=b", "AB")},
-	{"registrant changes its key", B, REG, 0xB, 0xBB, SAME,
-	 E(OK, 1, SAME, "A=a B=bb", "A"), E(OK, 1, SAME, "A=a B=bb", "AB")},
-	{"registrant gives a wrong current key", B, REG, 1, 0xBB, SAME,
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
-	{"register-and-ignore with any current key", B, REG_IGN, 1, 0xBB, SAME,
-	 E(OK, 1, SAME, "A=a B=bb", "A"), E(OK, 1, SAME, "A=a B=bb", "AB")},
-	{"register-and-ignore by the unregistered", C, REG_IGN, 7, 0xC, SAME,
-	 E(OK, 1, SAME, "A=a B=b C=c", "A"), E(OK, 1, SAME, "A=a B=b C=c", "ABC")},
-	{"holder unregisters", A, REG, 0xA, 0, SAME,
-	 E(OK, 1, NONE, "B=b", ""), E(OK, 1, SAME, "B=b", "B")},
-	{"registrant unregisters", B, REG, 0xB, 0, SAME,
-	 E(OK, 1, SAME, "A=a", "A"), E(OK, 1, SAME, "A=a", "A")},
-	{"holder unregisters ignoring the key", A, REG_IGN, 0, 0, SAME,
-	 E(OK, 1, NONE, "B=b", ""), E(OK, 1, SAME, "B=b", "B")},
-	{"unregistered reserves", C, RES, 0, 0, SAME,
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
-	{"registrant reserves the type held", B, RES, 0xB, 0, SAME,
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"), E(OK, 0, SAME, "A=a B=b", "AB")},
-	{"registrant reserves another type", B, RES, 0xB, 0, OTHER,
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
-	{"holder reserves again", A, RES, 0xA, 0, SAME,
-	 E(OK, 0, SAME, "A=a B=b", "A"), E(OK, 0, SAME, "A=a B=b", "AB")},
-	{"holder reserves another type", A, RES, 0xA, 0, OTHER,
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
-	{"holder reserves with a wrong key", A, RES, 0xBAD, 0, SAME,
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
-	{"holder releases", A, REL, 0xA, 0, SAME,
-	 E(OK, 0, NONE, "A=a B=b", ""), E(OK, 0, NONE, "A=a B=b", "")},
-	{"holder releases another type", A, REL, 0xA, 0, OTHER,
-	 E(ERR_INVALID_INPUT, 0, SAME, "A=a B=b", "A"), E(ERR_INVALID_INPUT, 0, SAME, "A=a B=b", "AB")},
-	{"registrant releases", B, REL, 0xB, 0, SAME,
-	 E(OK, 0, SAME, "A=a B=b", "A"), E(OK, 0, NONE, "A=a B=b", "")},
-	{"unregistered releases", C, REL, 0, 0, SAME,
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
-	{"holder releases with a wrong key", A, REL, 0xBAD, 0, SAME,
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
-	{"registrant clears", B, CLR, 0xB, 0, SAME,
-	 E(OK, 1, NONE, "", ""), E(OK, 1, NONE, "", "")},
-	{"unregistered clears", C, CLR, 0, 0, SAME,
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
-	{"clear with a wrong key", B, CLR, 0xBAD, 0, SAME,
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
-	{"registrant preempts the holder", B, PRE, 0xB, 0xA, OTHER,
-	 E(OK, 1, OTHER, "B=b", "B"), E(OK, 1, SAME, "B=b", "B")},
-	{"registrant preempts and aborts the holder", B, PRE_ABORT, 0xB, 0xA, OTHER,
-	 E(OK, 1, OTHER, "B=b", "B"), E(OK, 1, SAME, "B=b", "B")},
-	{"preempt key 0", B, PRE, 0xB, 0, OTHER,
-	 E(ERR_INVALID_INPUT, 0, SAME, "A=a B=b", "A"), E(OK, 1, OTHER, "B=b", "B")},
-	{"preempt a key nobody has", B, PRE, 0xB, 0x777, SAME,
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
-	{"unregistered preempts", C, PRE, 0, 0xA, SAME,
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
-	{"preempt with a wrong key", B, PRE, 0xBAD, 0xA, SAME,
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
-	 E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
-	{"holder preempts its own key", A, PRE, 0xA, 0xA, OTHER,
-	 E(OK, 1, OTHER, "A=a B=b", "A"), E(OK, 1, SAME, "A=a B=b", "AB")},
-	{"holder preempts a registrant", A, PRE, 0xA, 0xB, OTHER,
-	 E(OK, 1, SAME, "A=a", "A"), E(OK, 1, SAME, "A=a", "A")},
+    {"unregistered registers", C, REG, 0, 0xC, SAME, E(OK, 1, SAME, "A=a B=b C=c", "A"),
+     E(OK, 1, SAME, "A=a B=b C=c", "ABC")},
+    {"unregistered registers with a current key", C, REG, 5, 0xC, SAME,
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
+    {"unregistered registers key 0", C, REG, 0, 0, SAME, E(OK, 0, SAME, "A=a B=b", "A"),
+     E(OK, 0, SAME, "A=a B=b", "AB")},
+    {"registrant changes its key", B, REG, 0xB, 0xBB, SAME, E(OK, 1, SAME, "A=a B=bb", "A"),
+     E(OK, 1, SAME, "A=a B=bb", "AB")},
+    {"registrant gives a wrong current key", B, REG, 1, 0xBB, SAME,
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
+    {"register-and-ignore with any current key", B, REG_IGN, 1, 0xBB, SAME,
+     E(OK, 1, SAME, "A=a B=bb", "A"), E(OK, 1, SAME, "A=a B=bb", "AB")},
+    {"register-and-ignore by the unregistered", C, REG_IGN, 7, 0xC, SAME,
+     E(OK, 1, SAME, "A=a B=b C=c", "A"), E(OK, 1, SAME, "A=a B=b C=c", "ABC")},
+    {"holder unregisters", A, REG, 0xA, 0, SAME, E(OK, 1, NONE, "B=b", ""),
+     E(OK, 1, SAME, "B=b", "B")},
+    {"registrant unregisters", B, REG, 0xB, 0, SAME, E(OK, 1, SAME, "A=a", "A"),
+     E(OK, 1, SAME, "A=a", "A")},
+    {"holder unregisters ignoring the key", A, REG_IGN, 0, 0, SAME, E(OK, 1, NONE, "B=b", ""),
+     E(OK, 1, SAME, "B=b", "B")},
+    {"unregistered reserves", C, RES, 0, 0, SAME,
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
+    {"registrant reserves the type held", B, RES, 0xB, 0, SAME,
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"), E(OK, 0, SAME, "A=a B=b", "AB")},
+    {"registrant reserves another type", B, RES, 0xB, 0, OTHER,
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
+    {"holder reserves again", A, RES, 0xA, 0, SAME, E(OK, 0, SAME, "A=a B=b", "A"),
+     E(OK, 0, SAME, "A=a B=b", "AB")},
+    {"holder reserves another type", A, RES, 0xA, 0, OTHER,
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
+    {"holder reserves with a wrong key", A, RES, 0xBAD, 0, SAME,
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
+    {"holder releases", A, REL, 0xA, 0, SAME, E(OK, 0, NONE, "A=a B=b", ""),
+     E(OK, 0, NONE, "A=a B=b", "")},
+    {"holder releases another type", A, REL, 0xA, 0, OTHER,
+     E(ERR_INVALID_INPUT, 0, SAME, "A=a B=b", "A"), E(ERR_INVALID_INPUT, 0, SAME, "A=a B=b", "AB")},
+    {"registrant releases", B, REL, 0xB, 0, SAME, E(OK, 0, SAME, "A=a B=b", "A"),
+     E(OK, 0, NONE, "A=a B=b", "")},
+    {"unregistered releases", C, REL, 0, 0, SAME,
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
+    {"holder releases with a wrong key", A, REL, 0xBAD, 0, SAME,
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
+    {"registrant clears", B, CLR, 0xB, 0, SAME, E(OK, 1, NONE, "", ""), E(OK, 1, NONE, "", "")},
+    {"unregistered clears", C, CLR, 0, 0, SAME,
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
+    {"clear with a wrong key", B, CLR, 0xBAD, 0, SAME,
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
+    {"registrant preempts the holder", B, PRE, 0xB, 0xA, OTHER, E(OK, 1, OTHER, "B=b", "B"),
+     E(OK, 1, SAME, "B=b", "B")},
+    {"registrant preempts and aborts the holder", B, PRE_ABORT, 0xB, 0xA, OTHER,
+     E(OK, 1, OTHER, "B=b", "B"), E(OK, 1, SAME, "B=b", "B")},
+    {"preempt key 0", B, PRE, 0xB, 0, OTHER, E(ERR_INVALID_INPUT, 0, SAME, "A=a B=b", "A"),
+     E(OK, 1, OTHER, "B=b", "B")},
+    {"preempt a key nobody has", B, PRE, 0xB, 0x777, SAME,
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
+    {"unregistered preempts", C, PRE, 0, 0xA, SAME,
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
+    {"preempt with a wrong key", B, PRE, 0xBAD, 0xA, SAME,
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "A"),
+     E(ERR_RESERVATION_CONFLICT, 0, SAME, "A=a B=b", "AB")},
+    {"holder preempts its own key", A, PRE, 0xA, 0xA, OTHER, E(OK, 1, OTHER, "A=a B=b", "A"),
+     E(OK, 1, SAME, "A=a B=b", "AB")},
+    {"holder preempts a registrant", A, PRE, 0xA, 0xB, OTHER, E(OK, 1, SAME, "A=a", "A"),
+     E(OK, 1, SAME, "A=a", "A")},
 };
 
 /* starting from: A=a B=b registered, no reservation */
 static const struct row free_rows[] = {
-	{"reserve", A, RES, 0xA, 0, SAME,
-	 E(OK, 0, SAME, "A=a B=b", "A"), E(OK, 0, SAME, "A=a B=b", "AB")},
-	{"reserve with a wrong key", A, RES, 0xB, 0, SAME,
-	 E(ERR_RESERVATION_CONFLICT, 0, NONE, "A=a B=b", ""),
-	 E(ERR_RESERVATION_CONFLICT, 0, NONE, "A=a B=b", "")},
-	{"release when nothing is reserved", B, REL, 0xB, 0, SAME,
-	 E(OK, 0, NONE, "A=a B=b", ""), E(OK, 0, NONE, "A=a B=b", "")},
-	{"preempt a registrant", B, PRE, 0xB, 0xA, SAME,
-	 E(OK, 1, NONE, "B=b", ""), E(OK, 1, NONE, "B=b", "")},
-	{"preempt key 0", B, PRE, 0xB, 0, SAME,
-	 E(ERR_INVALID_INPUT, 0, NONE, "A=a B=b", ""), E(ERR_INVALID_INPUT, 0, NONE, "A=a B=b", "")},
-	{"preempt a key nobody has", B, PRE, 0xB, 0x777, SAME,
-	 E(ERR_RESERVATION_CONFLICT, 0, NONE, "A=a B=b", ""),
-	 E(ERR_RESERVATION_CONFLICT, 0, NONE, "A=a B=b", "")},
-	{"clear", A, CLR, 0xA, 0, SAME, E(OK, 1, NONE, "", ""), E(OK, 1, NONE, "", "")},
-	{"register a third", C, REG, 0, 0xC, SAME,
-	 E(OK, 1, NONE, "A=a B=b C=c", ""), E(OK, 1, NONE, "A=a B=b C=c", "")},
+    {"reserve", A, RES, 0xA, 0, SAME, E(OK, 0, SAME, "A=a B=b", "A"),
+     E(OK, 0, SAME, "A=a B=b", "AB")},
+    {"reserve with a wrong key", A, RES, 0xB, 0, SAME,
+     E(ERR_RESERVATION_CONFLICT, 0, NONE, "A=a B=b", ""),
+     E(ERR_RESERVATION_CONFLICT, 0, NONE, "A=a B=b", "")},
+    {"release when nothing is reserved", B, REL, 0xB, 0, SAME, E(OK, 0, NONE, "A=a B=b", ""),
+     E(OK, 0, NONE, "A=a B=b", "")},
+    {"preempt a registrant", B, PRE, 0xB, 0xA, SAME, E(OK, 1, NONE, "B=b", ""),
+     E(OK, 1, NONE, "B=b", "")},
+    {"preempt key 0", B, PRE, 0xB, 0, SAME, E(ERR_INVALID_INPUT, 0, NONE, "A=a B=b", ""),
+     E(ERR_INVALID_INPUT, 0, NONE, "A=a B=b", "")},
+    {"preempt a key nobody has", B, PRE, 0xB, 0x777, SAME,
+     E(ERR_RESERVATION_CONFLICT, 0, NONE, "A=a B=b", ""),
+     E(ERR_RESERVATION_CONFLICT, 0, NONE, "A=a B=b", "")},
+    {"clear", A, CLR, 0xA, 0, SAME, E(OK, 1, NONE, "", ""), E(OK, 1, NONE, "", "")},
+    {"register a third", C, REG, 0, 0xC, SAME, E(OK, 1, NONE, "A=a B=b C=c", ""),
+     E(OK, 1, NONE, "A=a B=b C=c", "")},
 };
 
 static const char *const HOST[3] = {"a0a0a0a0a0a0a0a0", "b0b0b0b0b0b0b0b0",
@@ -152,9 +154,10 @@ static const char *const HOST[3] = {"a0a0a0a0a0a0a0a0", "b0b0b0b0b0b0b0b0",
 static struct vdisk *initiator(const char *domain, int who)
 {
 	char spec[512];
-	snprintf(spec, sizeof spec,
-	         "{\"type\":\"prwrap\",\"domain\":\"%s\",\"host-id\":\"%s\",\"inner\":\"ram:size=64k\"}",
-	         domain, HOST[who]);
+	snprintf(
+	    spec, sizeof spec,
+	    "{\"type\":\"prwrap\",\"domain\":\"%s\",\"host-id\":\"%s\",\"inner\":\"ram:size=64k\"}",
+	    domain, HOST[who]);
 	return tu_open(spec, 0);
 }
 
@@ -199,7 +202,8 @@ static int run_table(const struct row *rows, size_t n, bool reserved)
 {
 	static unsigned domain_no;
 	int failures = 0;
-	for (int t = VDISK_PR_WRITE_EXCLUSIVE; t <= VDISK_PR_EXCLUSIVE_ACCESS_ALL_REGISTRANTS; t++) {
+	for (int t = VDISK_PR_WRITE_EXCLUSIVE; t <= VDISK_PR_EXCLUSIVE_ACCESS_ALL_REGISTRANTS;
+	     t++) {
 		bool allreg = t >= VDISK_PR_WRITE_EXCLUSIVE_ALL_REGISTRANTS;
 		/* another type of the same class, so that one expectation holds */
 		enum vdisk_pr_type other = (enum vdisk_pr_type)(allreg ? 11 - t : t % 4 + 1);
@@ -213,8 +217,9 @@ static int run_table(const struct row *rows, size_t n, bool reserved)
 			assert_int_equal(vdisk_pr_register(d[A], 0, 0xA, 0).kind, VDISK_OK);
 			assert_int_equal(vdisk_pr_register(d[B], 0, 0xB, 0).kind, VDISK_OK);
 			if (reserved)
-				assert_int_equal(vdisk_pr_reserve(d[A], 0xA, (enum vdisk_pr_type)t).kind,
-				                 VDISK_OK);
+				assert_int_equal(
+				    vdisk_pr_reserve(d[A], 0xA, (enum vdisk_pr_type)t).kind,
+				    VDISK_OK);
 			struct vdisk_pr_report before, after;
 			struct vdisk_pr_registrant regs[4];
 			assert_int_equal(vdisk_pr_report(d[C], &before, regs, 4).kind, VDISK_OK);
@@ -227,23 +232,30 @@ static int run_table(const struct row *rows, size_t n, bool reserved)
 			for (int w = 0; w < 3; w++)
 				for (unsigned k = 0; k < after.nregistrants && k < 4; k++)
 					if (who_of(&regs[k]) == w) {
-						snprintf(got_regs + strlen(got_regs), sizeof got_regs - strlen(got_regs),
+						snprintf(got_regs + strlen(got_regs),
+						         sizeof got_regs - strlen(got_regs),
 						         "%s%c=%s", *got_regs ? " " : "", 'A' + w,
 						         key_name(regs[k].key));
 						if (regs[k].holds_reservation)
-							got_hold[strlen(got_hold)] = (char)('A' + w);
+							got_hold[strlen(got_hold)] =
+							    (char)('A' + w);
 					}
-			int want_type = e->type == NONE ? VDISK_PR_NONE : e->type == SAME ? t : (int)other;
-			if (st.kind != e->st || (int)(after.generation - before.generation) != e->dgen ||
+			int want_type = e->type == NONE   ? VDISK_PR_NONE
+			                : e->type == SAME ? t
+			                                  : (int)other;
+			if (st.kind != e->st ||
+			    (int)(after.generation - before.generation) != e->dgen ||
 			    after.type != want_type || strcmp(got_regs, e->regs) != 0 ||
 			    strcmp(got_hold, e->holders) != 0) {
-				printf("FAIL [%s] %s: got %s gen%+d type %s regs \"%s\" holders \"%s\"; "
+				printf("FAIL [%s] %s: got %s gen%+d type %s regs \"%s\" holders "
+				       "\"%s\"; "
 				       "expected %s gen%+d type %s regs \"%s\" holders \"%s\"\n",
-				       vdisk_pr_type_name((enum vdisk_pr_type)t), r->what, tu_st(st),
-				       (int)(after.generation - before.generation),
-				       vdisk_pr_type_name((enum vdisk_pr_type)after.type), got_regs, got_hold,
-				       vdisk_error_name(e->st), e->dgen,
-				       vdisk_pr_type_name((enum vdisk_pr_type)want_type), e->regs, e->holders);
+				       vdisk_pr_type_name((enum vdisk_pr_type)t), r->what,
+				       tu_st(st), (int)(after.generation - before.generation),
+				       vdisk_pr_type_name((enum vdisk_pr_type)after.type), got_regs,
+				       got_hold, vdisk_error_name(e->st), e->dgen,
+				       vdisk_pr_type_name((enum vdisk_pr_type)want_type), e->regs,
+				       e->holders);
 				failures++;
 			}
 			for (int w = 0; w < 3; w++)
@@ -256,8 +268,8 @@ static int run_table(const struct row *rows, size_t n, bool reserved)
 static void test_reserved_table(void **state)
 {
 	(void)state;
-	assert_int_equal(run_table(reserved_rows, sizeof reserved_rows / sizeof *reserved_rows, true),
-	                 0);
+	assert_int_equal(
+	    run_table(reserved_rows, sizeof reserved_rows / sizeof *reserved_rows, true), 0);
 }
 
 static void test_free_table(void **state)
@@ -273,15 +285,18 @@ static void test_arguments_and_report(void **state)
 	struct vdisk *d = initiator("args", A);
 	assert_true(vdisk_has_persistent_reservations(d));
 	assert_int_equal(vdisk_pr_reserve(d, 0, VDISK_PR_NONE).kind, VDISK_ERR_INVALID_INPUT);
-	assert_int_equal(vdisk_pr_reserve(d, 0, (enum vdisk_pr_type)7).kind, VDISK_ERR_INVALID_INPUT);
-	assert_int_equal(vdisk_pr_release(d, 0, (enum vdisk_pr_type)0).kind, VDISK_ERR_INVALID_INPUT);
+	assert_int_equal(vdisk_pr_reserve(d, 0, (enum vdisk_pr_type)7).kind,
+	                 VDISK_ERR_INVALID_INPUT);
+	assert_int_equal(vdisk_pr_release(d, 0, (enum vdisk_pr_type)0).kind,
+	                 VDISK_ERR_INVALID_INPUT);
 	assert_int_equal(vdisk_pr_preempt(d, 0, 1, (enum vdisk_pr_type)9, false).kind,
 	                 VDISK_ERR_INVALID_INPUT);
 	assert_int_equal(vdisk_pr_register(d, 0, 1, 1u << 7).kind, VDISK_ERR_INVALID_INPUT);
 	assert_int_equal(vdisk_pr_register(d, 0, 1, VDISK_PR_SET_PTPL | VDISK_PR_CLEAR_PTPL).kind,
 	                 VDISK_ERR_INVALID_INPUT);
 	/* no state file: persistence cannot be asked for */
-	assert_int_equal(vdisk_pr_register(d, 0, 1, VDISK_PR_SET_PTPL).kind, VDISK_ERR_INVALID_INPUT);
+	assert_int_equal(vdisk_pr_register(d, 0, 1, VDISK_PR_SET_PTPL).kind,
+	                 VDISK_ERR_INVALID_INPUT);
 	struct vdisk_pr_capabilities caps;
 	assert_int_equal(vdisk_pr_capabilities(d, &caps).kind, VDISK_OK);
 	assert_int_equal(caps.types, 0x7E);
@@ -330,11 +345,11 @@ static void test_scripted_sequence(void **state)
 		struct vdisk *a = initiator(domain, A), *b = initiator(domain, B);
 		struct vdisk_pr_report rep;
 		enum vdisk_pr_type ty = (enum vdisk_pr_type)t;
-#define STEP(call, want, gen)                                                                   \
-	do {                                                                                        \
-		assert_int_equal((call).kind, VDISK_##want);                                            \
-		assert_int_equal(vdisk_pr_report(a, &rep, NULL, 0).kind, VDISK_OK);                     \
-		assert_int_equal(rep.generation, gen);                                                  \
+#define STEP(call, want, gen)                                                       \
+	do {                                                                        \
+		assert_int_equal((call).kind, VDISK_##want);                        \
+		assert_int_equal(vdisk_pr_report(a, &rep, NULL, 0).kind, VDISK_OK); \
+		assert_int_equal(rep.generation, gen);                              \
 	} while (0)
 		STEP(vdisk_pr_register(a, 0, 0x11, VDISK_PR_IGNORE_EXISTING_KEY), OK, 1);
 		STEP(vdisk_pr_reserve(a, 0x11, ty), OK, 1);
@@ -360,10 +375,10 @@ static void test_scripted_sequence(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_reserved_table),
-		cmocka_unit_test(test_free_table),
-		cmocka_unit_test(test_arguments_and_report),
-		cmocka_unit_test(test_scripted_sequence),
+	    cmocka_unit_test(test_reserved_table),
+	    cmocka_unit_test(test_free_table),
+	    cmocka_unit_test(test_arguments_and_report),
+	    cmocka_unit_test(test_scripted_sequence),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -145,40 +145,42 @@ static void test_bad_state_files(void **state)
 	static const struct {
 		const char *text, *what;
 	} cases[] = {
-		{"{", "line 1"},
-		{"[]", "format"},
-		{"{\"format\":\"vdisk-prwrap\",\"version\":2}", "version"},
-		{"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":\"yes\"}", "ptpl"},
-		{"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":true,\"type\":\"mine\","
-		 "\"registrants\":[]}",
-		 "type"},
-		{"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":true,\"type\":\"none\"}",
-		 "registrants"},
-		{"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":true,\"type\":\"none\","
-		 "\"registrants\":[{\"host-id\":\"zz\",\"key\":\"0x1\"}]}",
-		 "registrants[0].host-id"},
-		{"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":true,\"type\":\"none\","
-		 "\"registrants\":[{\"host-id\":\"0000000000000001\",\"key\":\"0\"}]}",
-		 "registrants[0].key"},
-		{"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":true,\"type\":\"none\","
-		 "\"registrants\":[{\"host-id\":\"0000000000000001\",\"key\":\"0x1\"},"
-		 "{\"host-id\":\"0000000000000001\",\"key\":\"0x2\"}]}",
-		 "registrants[1]: host-id registered twice"},
-		{"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":true,\"type\":\"write-exclusive\","
-		 "\"registrants\":[{\"host-id\":\"0000000000000001\",\"key\":\"0x1\"}],"
-		 "\"holder\":\"0000000000000002\"}",
-		 "holder"},
-		{"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":true,"
-		 "\"type\":\"exclusive-access-all-registrants\",\"registrants\":[]}",
-		 "without registrants"},
+	    {"{", "line 1"},
+	    {"[]", "format"},
+	    {"{\"format\":\"vdisk-prwrap\",\"version\":2}", "version"},
+	    {"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":\"yes\"}", "ptpl"},
+	    {"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":true,\"type\":\"mine\","
+	     "\"registrants\":[]}",
+	     "type"},
+	    {"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":true,\"type\":\"none\"}",
+	     "registrants"},
+	    {"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":true,\"type\":\"none\","
+	     "\"registrants\":[{\"host-id\":\"zz\",\"key\":\"0x1\"}]}",
+	     "registrants[0].host-id"},
+	    {"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":true,\"type\":\"none\","
+	     "\"registrants\":[{\"host-id\":\"0000000000000001\",\"key\":\"0\"}]}",
+	     "registrants[0].key"},
+	    {"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":true,\"type\":\"none\","
+	     "\"registrants\":[{\"host-id\":\"0000000000000001\",\"key\":\"0x1\"},"
+	     "{\"host-id\":\"0000000000000001\",\"key\":\"0x2\"}]}",
+	     "registrants[1]: host-id registered twice"},
+	    {"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":true,\"type\":\"write-"
+	     "exclusive\","
+	     "\"registrants\":[{\"host-id\":\"0000000000000001\",\"key\":\"0x1\"}],"
+	     "\"holder\":\"0000000000000002\"}",
+	     "holder"},
+	    {"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":true,"
+	     "\"type\":\"exclusive-access-all-registrants\",\"registrants\":[]}",
+	     "without registrants"},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
 		char name[32], spec[512];
 		snprintf(name, sizeof name, "bad%zu.json", i);
 		write_state(name, cases[i].text);
-		snprintf(spec, sizeof spec,
-		         "{\"type\":\"prwrap\",\"state-file\":\"@TMP@/%s\",\"inner\":\"ram:size=1M\"}",
-		         name);
+		snprintf(
+		    spec, sizeof spec,
+		    "{\"type\":\"prwrap\",\"state-file\":\"@TMP@/%s\",\"inner\":\"ram:size=1M\"}",
+		    name);
 		expect_open_error(spec, cases[i].what);
 	}
 	/* a good one written by hand */
@@ -204,27 +206,31 @@ static void test_bad_state_files(void **state)
 static void test_domain_clashes(void **state)
 {
 	(void)state;
-	struct vdisk *a = tu_open("{\"type\":\"prwrap\",\"domain\":\"x\",\"state-file\":\"@TMP@/x.json\","
-	                          "\"inner\":\"ram:size=1M\"}",
-	                          0);
+	struct vdisk *a =
+	    tu_open("{\"type\":\"prwrap\",\"domain\":\"x\",\"state-file\":\"@TMP@/x.json\","
+	            "\"inner\":\"ram:size=1M\"}",
+	            0);
 	expect_open_error("{\"type\":\"prwrap\",\"domain\":\"x\",\"state-file\":\"@TMP@/y.json\","
 	                  "\"inner\":\"ram:size=1M\"}",
 	                  "domain 'x' is open with state-file");
 	expect_open_error("{\"type\":\"prwrap\",\"domain\":\"z\",\"state-file\":\"@TMP@/x.json\","
 	                  "\"inner\":\"ram:size=1M\"}",
 	                  "in use by domain 'x'");
-	expect_open_error("{\"type\":\"prwrap\",\"state-file\":\"@TMP@/x.json\",\"inner\":\"ram:size=1M\"}",
-	                  "in use");
+	expect_open_error(
+	    "{\"type\":\"prwrap\",\"state-file\":\"@TMP@/x.json\",\"inner\":\"ram:size=1M\"}",
+	    "in use");
 	/* the same domain without naming the file joins it */
-	struct vdisk *b = tu_open("{\"type\":\"prwrap\",\"domain\":\"x\",\"host-id\":\"0000000000000002\","
-	                          "\"inner\":\"ram:size=1M\"}",
-	                          0);
+	struct vdisk *b =
+	    tu_open("{\"type\":\"prwrap\",\"domain\":\"x\",\"host-id\":\"0000000000000002\","
+	            "\"inner\":\"ram:size=1M\"}",
+	            0);
 	struct vdisk_pr_capabilities caps;
 	assert_int_equal(vdisk_pr_capabilities(b, &caps).kind, VDISK_OK);
 	assert_true(caps.persist_through_power_loss);
 	vdisk_unref(a);
 	vdisk_unref(b);
-	struct vdisk *p = tu_open("{\"type\":\"prwrap\",\"domain\":\"w\",\"inner\":\"ram:size=1M\"}", 0);
+	struct vdisk *p =
+	    tu_open("{\"type\":\"prwrap\",\"domain\":\"w\",\"inner\":\"ram:size=1M\"}", 0);
 	expect_open_error("{\"type\":\"prwrap\",\"domain\":\"w\",\"state-file\":\"@TMP@/w.json\","
 	                  "\"inner\":\"ram:size=1M\"}",
 	                  "domain 'w' is open without a state-file");
@@ -234,10 +240,10 @@ static void test_domain_clashes(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_power_cycle),
-		cmocka_unit_test(test_failed_save),
-		cmocka_unit_test(test_bad_state_files),
-		cmocka_unit_test(test_domain_clashes),
+	    cmocka_unit_test(test_power_cycle),
+	    cmocka_unit_test(test_failed_save),
+	    cmocka_unit_test(test_bad_state_files),
+	    cmocka_unit_test(test_domain_clashes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

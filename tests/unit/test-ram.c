@@ -16,9 +16,8 @@ static json_int_t allocated(struct vdisk *d)
 {
 	char *s = vdisk_inspect(d, 0);
 	json_t *o = json_loads(s, 0, NULL);
-	json_int_t v =
-	    json_integer_value(json_object_get(json_array_get(json_object_get(o, "layers"), 0),
-	                                       "allocated_bytes"));
+	json_int_t v = json_integer_value(
+	    json_object_get(json_array_get(json_object_get(o, "layers"), 0), "allocated_bytes"));
 	json_decref(o);
 	free(s);
 	return v;
@@ -55,8 +54,8 @@ static void test_extents(void **state)
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 	unsigned char buf[4096];
 	memset(buf, 1, sizeof buf);
-	assert_int_equal(tu_write(q, 64, buf, 4096, 0).kind, VDISK_OK);  /* page 8 */
-	assert_int_equal(tu_write(q, 80, buf, 512, 0).kind, VDISK_OK);   /* page 10 */
+	assert_int_equal(tu_write(q, 64, buf, 4096, 0).kind, VDISK_OK); /* page 8 */
+	assert_int_equal(tu_write(q, 80, buf, 512, 0).kind, VDISK_OK);  /* page 10 */
 	struct vdisk_extent e[8];
 	unsigned n = 0;
 	assert_int_equal(tu_extents(q, 0, 2048, e, 8, &n).kind, VDISK_OK);
@@ -232,14 +231,14 @@ static void test_sector_4096(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_sparse),
-		cmocka_unit_test(test_extents),
-		cmocka_unit_test(test_partial_unmap_zeroes),
-		cmocka_unit_test(test_unmap_across_a_page_boundary),
-		cmocka_unit_test(test_resize_wakes_every_waiter),
-		cmocka_unit_test(test_shrink_then_grow_reads_zeros),
-		cmocka_unit_test(test_resize_limits),
-		cmocka_unit_test(test_sector_4096),
+	    cmocka_unit_test(test_sparse),
+	    cmocka_unit_test(test_extents),
+	    cmocka_unit_test(test_partial_unmap_zeroes),
+	    cmocka_unit_test(test_unmap_across_a_page_boundary),
+	    cmocka_unit_test(test_resize_wakes_every_waiter),
+	    cmocka_unit_test(test_shrink_then_grow_reads_zeros),
+	    cmocka_unit_test(test_resize_limits),
+	    cmocka_unit_test(test_sector_4096),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,9 +17,9 @@ static void test_sizes(void **state)
 	static const struct {
 		const char *s;
 		uint64_t v;
-	} ok[] = {{"0", 0},          {"512", 512},       {"4k", 4096},        {"4K", 4096},
-	          {"4KiB", 4096},    {"1M", 1 << 20},    {"1m", 1 << 20},     {"2G", 2ull << 30},
-	          {"1T", 1ull << 40}, {"3MB", 3 << 20},   {"1P", 1ull << 50},  {"16E", 0}};
+	} ok[] = {{"0", 0},           {"512", 512},     {"4k", 4096},       {"4K", 4096},
+	          {"4KiB", 4096},     {"1M", 1 << 20},  {"1m", 1 << 20},    {"2G", 2ull << 30},
+	          {"1T", 1ull << 40}, {"3MB", 3 << 20}, {"1P", 1ull << 50}, {"16E", 0}};
 	for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
 		uint64_t v = 1;
 		if (strcmp(ok[i].s, "16E") == 0) {
@@ -29,8 +29,18 @@ static void test_sizes(void **state)
 		assert_int_equal(vdisk_parse_size(ok[i].s, &v), 0);
 		assert_int_equal(v, ok[i].v);
 	}
-	static const char *const bad[] = {"",   "k",  "1X", "-1", "1.5G", " 1", "1 G", "0x10",
-	                                  "18446744073709551616", "17179869184G", "1Gx", "1KiBB"};
+	static const char *const bad[] = {"",
+	                                  "k",
+	                                  "1X",
+	                                  "-1",
+	                                  "1.5G",
+	                                  " 1",
+	                                  "1 G",
+	                                  "0x10",
+	                                  "18446744073709551616",
+	                                  "17179869184G",
+	                                  "1Gx",
+	                                  "1KiBB"};
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
 		uint64_t v = 7;
 		if (vdisk_parse_size(bad[i], &v) != -1)
@@ -53,7 +63,8 @@ static void test_durations(void **state)
 	assert_int_equal(ns, 1000000000);
 	assert_int_equal(vdisk_parse_duration("100ns", &ns), 0);
 	assert_int_equal(ns, 100);
-	static const char *const bad[] = {"5", "1m", "ms", "", "1 s", "-1ms", "99999999999999999999s"};
+	static const char *const bad[] = {
+	    "5", "1m", "ms", "", "1 s", "-1ms", "99999999999999999999s"};
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
 		if (vdisk_parse_duration(bad[i], &ns) != -1)
 			fail_msg("'%s' parsed as a duration", bad[i]);
@@ -86,8 +97,8 @@ static void expect_open_error(const char *spec, const char *frag1, const char *f
 		fail_msg("'%s' opened", s);
 	const char *msg = vdisk_errmsg();
 	if (!strstr(msg, frag1) || (frag2 && !strstr(msg, frag2)))
-		fail_msg("error for '%s' is '%s'; expected '%s'%s%s", s, msg, frag1, frag2 ? " and " : "",
-		         frag2 ? frag2 : "");
+		fail_msg("error for '%s' is '%s'; expected '%s'%s%s", s, msg, frag1,
+		         frag2 ? " and " : "", frag2 ? frag2 : "");
 	free(s);
 }
 
@@ -110,7 +121,8 @@ static void test_open_errors(void **state)
 	expect_open_error("{\"type\":\"ram\"", "invalid JSON", "line 1");
 	expect_open_error("{\"size\":\"1M\"}", "missing \"type\"", NULL);
 	expect_open_error("{\"type\":7}", "missing \"type\"", NULL);
-	expect_open_error("{\"type\":\"ram\",\"size\":\"1M\",\"size\":\"2M\"}", "invalid JSON", NULL);
+	expect_open_error("{\"type\":\"ram\",\"size\":\"1M\",\"size\":\"2M\"}", "invalid JSON",
+	                  NULL);
 	expect_open_error("@/nonexistent/stack.json", "/nonexistent/stack.json", "No such file");
 	expect_open_error("/nonexistent/disk.img", "/nonexistent/disk.img", "No such file");
 	expect_open_error("file:path=/nonexistent/disk.img", "file", "/nonexistent/disk.img");
@@ -129,10 +141,10 @@ static void test_forms_agree(void **state)
 	(void)state;
 	/* JSON numbers and strings, shorthand strings: the same disk */
 	static const char *const specs[] = {
-		"ram:size=2M,sector-size=4k",
-		"{\"type\":\"ram\",\"size\":\"2M\",\"sector-size\":4096}",
-		"{\"type\":\"ram\",\"size\":2097152,\"sector-size\":\"4096\"}",
-		"  {\"type\":\"ram\",\"size\":\"2MiB\",\"sector-size\":\"4KiB\"}",
+	    "ram:size=2M,sector-size=4k",
+	    "{\"type\":\"ram\",\"size\":\"2M\",\"sector-size\":4096}",
+	    "{\"type\":\"ram\",\"size\":2097152,\"sector-size\":\"4096\"}",
+	    "  {\"type\":\"ram\",\"size\":\"2MiB\",\"sector-size\":\"4KiB\"}",
 	};
 	for (size_t i = 0; i < 4; i++) {
 		struct vdisk *d = vdisk_open(specs[i], 0);
@@ -207,9 +219,9 @@ static void test_probe(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_sizes),        cmocka_unit_test(test_durations),
-		cmocka_unit_test(test_bools),        cmocka_unit_test(test_open_errors),
-		cmocka_unit_test(test_forms_agree),  cmocka_unit_test(test_probe),
+	    cmocka_unit_test(test_sizes),       cmocka_unit_test(test_durations),
+	    cmocka_unit_test(test_bools),       cmocka_unit_test(test_open_errors),
+	    cmocka_unit_test(test_forms_agree), cmocka_unit_test(test_probe),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,8 +24,8 @@ static char *stripe_spec(unsigned n, const char *chunk, const char *member, cons
 {
 	size_t cap = 256 + n * (strlen(member) + 16);
 	char *s = malloc(cap);
-	int len = snprintf(s, cap, "{\"type\":\"striped\",\"chunk-size\":\"%s\"%s,\"disks\":[", chunk,
-	                   extra ? extra : "");
+	int len = snprintf(s, cap, "{\"type\":\"striped\",\"chunk-size\":\"%s\"%s,\"disks\":[",
+	                   chunk, extra ? extra : "");
 	for (unsigned i = 0; i < n; i++) {
 		len += snprintf(s + len, cap - (size_t)len, "%s", i ? "," : "");
 		len += snprintf(s + len, cap - (size_t)len, member, i);
@@ -57,7 +57,8 @@ static void rw_check(struct vdisk_queue *q, uint64_t sector, size_t len, size_t 
 	if (!vdisk_ok(st))
 		fail_msg("read %zu at %" PRIu64 ": %s", len, sector, tu_st(st));
 	if (memcmp(w, r, len) != 0)
-		fail_msg("data differs: %zu bytes at %" PRIu64 " buffer offset %zu", len, sector, offset);
+		fail_msg("data differs: %zu bytes at %" PRIu64 " buffer offset %zu", len, sector,
+		         offset);
 	free(wm);
 	free(rm);
 }
@@ -142,8 +143,9 @@ static void test_negative(void **state)
 	                  "chunk-size: 4097 is not a multiple");
 	expect_open_error("{\"type\":\"striped\",\"chunk-size\":0,\"disks\":[\"ram:size=1M\"]}",
 	                  "chunk-size: must not be 0");
-	expect_open_error("{\"type\":\"striped\",\"chunk-size\":\"2M\",\"disks\":[\"ram:size=1M\"]}",
-	                  "larger than a member");
+	expect_open_error(
+	    "{\"type\":\"striped\",\"chunk-size\":\"2M\",\"disks\":[\"ram:size=1M\"]}",
+	    "larger than a member");
 	expect_open_error("{\"type\":\"striped\",\"sector-count\":4097,\"chunk-size\":512,"
 	                  "\"disks\":[\"ram:size=1M\",\"ram:size=1M\"]}",
 	                  "sector-count: 4097 is not in 1..4096");
@@ -152,11 +154,14 @@ static void test_negative(void **state)
 	                  "not a multiple of a stripe (16 sectors");
 	expect_open_error("{\"type\":\"striped\",\"disks\":[]}", "disks: empty");
 	expect_open_error("{\"type\":\"striped\"}", "disks: required");
-	expect_open_error("{\"type\":\"striped\",\"disks\":\"ram:size=1M\"}", "disks: expected an array");
-	expect_open_error("{\"type\":\"striped\",\"disks\":[\"ram:size=1M\",\"ram:size=1M,sector-size=4096\"]}",
-	                  "disks[1]: 4096-byte sectors");
-	expect_open_error("{\"type\":\"striped\",\"disks\":[\"ram:size=1M\",\"ram:size=1M,bogus=1\"]}",
-	                  "disks[1]");
+	expect_open_error("{\"type\":\"striped\",\"disks\":\"ram:size=1M\"}",
+	                  "disks: expected an array");
+	expect_open_error(
+	    "{\"type\":\"striped\",\"disks\":[\"ram:size=1M\",\"ram:size=1M,sector-size=4096\"]}",
+	    "disks[1]: 4096-byte sectors");
+	expect_open_error(
+	    "{\"type\":\"striped\",\"disks\":[\"ram:size=1M\",\"ram:size=1M,bogus=1\"]}",
+	    "disks[1]");
 	expect_open_error("{\"type\":\"striped\",\"stripes\":2,\"disks\":[\"ram:size=1M\"]}",
 	                  "stripes");
 	expect_open_error("{\"type\":\"striped\",\"disks\":[\"ram:size=1M\",{\"type\":\"file\","
@@ -164,9 +169,10 @@ static void test_negative(void **state)
 	                  "");
 
 	/* a smaller logical count: I/O stops there */
-	struct vdisk *d = tu_open("{\"type\":\"striped\",\"sector-count\":2048,\"chunk-size\":\"4k\","
-	                          "\"disks\":[\"ram:size=1M\",\"ram:size=1M\"]}",
-	                          0);
+	struct vdisk *d =
+	    tu_open("{\"type\":\"striped\",\"sector-count\":2048,\"chunk-size\":\"4k\","
+	            "\"disks\":[\"ram:size=1M\",\"ram:size=1M\"]}",
+	            0);
 	assert_int_equal(vdisk_sector_count(d), 2048);
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 	unsigned char *buf = tu_alloc(1024);
@@ -203,8 +209,9 @@ static void test_layout(void **state)
 {
 	(void)state;
 	enum { N = 3, SPC = 8 };
-	struct vdisk *d = open_stripe(N, "4k", "{\"type\":\"file\",\"path\":\"@TMP@/m%d.img\","
-	                                       "\"create\":\"256k\"}");
+	struct vdisk *d = open_stripe(N, "4k",
+	                              "{\"type\":\"file\",\"path\":\"@TMP@/m%d.img\","
+	                              "\"create\":\"256k\"}");
 	uint64_t count = vdisk_sector_count(d);
 	assert_int_equal(count, 3 * 512);
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
@@ -215,8 +222,9 @@ static void test_layout(void **state)
 		rng = rng * 6364136223846793005ull + 1442695040888963407ull;
 		uint64_t n = (rng >> 40) % 40 + 1, s = (rng >> 8) % (count - n + 1);
 		tu_pattern(model + s * 512, n * 512, s, 512, (uint64_t)i);
-		assert_int_equal(tu_write(q, s, model + s * 512, n * 512, i % 5 ? 0 : VDISK_IO_FUA).kind,
-		                 VDISK_OK);
+		assert_int_equal(
+		    tu_write(q, s, model + s * 512, n * 512, i % 5 ? 0 : VDISK_IO_FUA).kind,
+		    VDISK_OK);
 	}
 	assert_int_equal(tu_flush(q).kind, VDISK_OK);
 	vdisk_queue_destroy(q);
@@ -231,8 +239,9 @@ static void test_layout(void **state)
 		for (uint64_t ms = 0; ms < 512; ms++) {
 			uint64_t l = ((ms / SPC) * N + dn) * SPC + ms % SPC;
 			if (memcmp(m + ms * 512, model + l * 512, 512) != 0)
-				fail_msg("member %u sector %" PRIu64 " is not logical sector %" PRIu64, dn, ms,
-				         l);
+				fail_msg("member %u sector %" PRIu64
+				         " is not logical sector %" PRIu64,
+				         dn, ms, l);
 		}
 	}
 	free(m);
@@ -244,8 +253,9 @@ static void test_layout(void **state)
 static void test_concurrent_pieces(void **state)
 {
 	(void)state;
-	struct vdisk *d = open_stripe(8, "4k", "{\"type\":\"delay\",\"read\":\"30ms\",\"write\":"
-	                                       "\"30ms\",\"flush\":\"30ms\",\"inner\":\"ram:size=256k\"}");
+	struct vdisk *d = open_stripe(8, "4k",
+	                              "{\"type\":\"delay\",\"read\":\"30ms\",\"write\":"
+	                              "\"30ms\",\"flush\":\"30ms\",\"inner\":\"ram:size=256k\"}");
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 	size_t len = 8 * 4096 * 2;
 	unsigned char *buf = tu_alloc(len);
@@ -337,14 +347,17 @@ static int ign_open(struct vdisk *d, json_t *cfg)
 	vdisk_meta(d)->unmap = VDISK_UNMAP_IGNORED;
 	return 0;
 }
-static int ign_fwd(struct vdisk_req *r) { return vdisk_req_forward(r, vdisk_priv(r->disk)); }
+static int ign_fwd(struct vdisk_req *r)
+{
+	return vdisk_req_forward(r, vdisk_priv(r->disk));
+}
 static const struct vdisk_driver ign_driver = {
-	.struct_size = sizeof(struct vdisk_driver),
-	.name = "ignunmap",
-	.open = ign_open,
-	.read = ign_fwd,
-	.write = ign_fwd,
-	.flush = ign_fwd,
+    .struct_size = sizeof(struct vdisk_driver),
+    .name = "ignunmap",
+    .open = ign_open,
+    .read = ign_fwd,
+    .write = ign_fwd,
+    .flush = ign_fwd,
 };
 
 static void test_metadata_fold(void **state)
@@ -383,11 +396,11 @@ static void test_metadata_fold(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_4k_chunks),           cmocka_unit_test(test_128k_chunks_4_disks),
-		cmocka_unit_test(test_64k_chunks_32_disks), cmocka_unit_test(test_negative),
-		cmocka_unit_test(test_unmap_cases),         cmocka_unit_test(test_layout),
-		cmocka_unit_test(test_concurrent_pieces),   cmocka_unit_test(test_member_errors),
-		cmocka_unit_test(test_unmap_coalesced),     cmocka_unit_test(test_metadata_fold),
+	    cmocka_unit_test(test_4k_chunks),           cmocka_unit_test(test_128k_chunks_4_disks),
+	    cmocka_unit_test(test_64k_chunks_32_disks), cmocka_unit_test(test_negative),
+	    cmocka_unit_test(test_unmap_cases),         cmocka_unit_test(test_layout),
+	    cmocka_unit_test(test_concurrent_pieces),   cmocka_unit_test(test_member_errors),
+	    cmocka_unit_test(test_unmap_coalesced),     cmocka_unit_test(test_metadata_fold),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
