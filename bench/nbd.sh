@@ -157,7 +157,6 @@ for ((rep = 1; rep <= REPS; rep++)); do
 				[[ $s == *null ]] && continue
 				v=$(copy_secs "$s")
 			else
-				[[ $s == *null && $t == randwrite* ]] && continue
 				IFS=- read -r rw jobs pinned <<<"$t"
 				v=$(fio_iops "$s" "$rw" "$jobs" "${pinned:-}")
 			fi
