@@ -3,8 +3,6 @@
  * replies into one sendmsg, epoll registration, closing.  TLS is delegated to
  * tls.c behind the same read / flush entry points. */
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,11 +86,6 @@ void nbd_conn_attach(struct nbd_worker *w, struct nbd_conn *c)
 	nbd_conn_mark_dirty(c);
 }
 
-static bool tx_room(const struct nbd_conn *c)
-{
-	return c->inflight < NBD_MAX_INFLIGHT && c->inflight_bytes < NBD_MAX_INFLIGHT_BYTES;
-}
-
 static bool output_pending(const struct nbd_conn *c)
 {
 	return c->ctl.len > c->ctl.off || c->out_head || nbd_tls_output_pending(c);
@@ -109,7 +102,7 @@ bool nbd_conn_wants_input(const struct nbd_conn *c)
 	case CS_OPTIONS:
 	case CS_OPT_DISCARD: return c->ctl.len - c->ctl.off < CTL_BACKLOG_MAX;
 	case CS_TLS_HANDSHAKE: return true;
-	case CS_TRANSMISSION: return tx_room(c);
+	case CS_TRANSMISSION: return nbd_tx_room(c);
 	default: return false;
 	}
 }

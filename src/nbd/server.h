@@ -257,6 +257,11 @@ void nbd_hs_start(struct nbd_conn *c);
 bool nbd_hs_parse(struct nbd_conn *c);
 
 /* transmit.c: requests and replies */
+/* May another request be read?  (The in-flight bound on a connection.) */
+static inline bool nbd_tx_room(const struct nbd_conn *c)
+{
+	return c->inflight < NBD_MAX_INFLIGHT && c->inflight_bytes < NBD_MAX_INFLIGHT_BYTES;
+}
 bool nbd_tx_parse(struct nbd_conn *c);
 void nbd_tx_payload_done(struct nbd_conn *c);
 void nbd_req_free(struct nbd_conn *c, struct nbd_req *r);

@@ -17,11 +17,6 @@
 
 #define FREE_REQS_MAX 64
 
-static bool tx_room(const struct nbd_conn *c)
-{
-	return c->inflight < NBD_MAX_INFLIGHT && c->inflight_bytes < NBD_MAX_INFLIGHT_BYTES;
-}
-
 static struct nbd_req *req_get(struct nbd_conn *c)
 {
 	struct nbd_req *r = c->free_reqs;
@@ -59,7 +54,7 @@ void nbd_req_free(struct nbd_conn *c, struct nbd_req *r)
 	}
 	if (NBD_UNLIKELY(c->state >= CS_CLOSING))
 		c->w->reap_pending = true;
-	else if (c->stalled && c->state == CS_TRANSMISSION && tx_room(c)) {
+	else if (c->stalled && c->state == CS_TRANSMISSION && nbd_tx_room(c)) {
 		c->stalled = false;
 		c->resume_input = true;
 		nbd_conn_mark_dirty(c);
@@ -492,7 +487,7 @@ bool nbd_tx_parse(struct nbd_conn *c)
 		}
 		if (c->state != CS_TRANSMISSION)
 			return true;
-		if (!tx_room(c)) {
+		if (!nbd_tx_room(c)) {
 			c->stalled = true;
 			return true;
 		}
