@@ -67,6 +67,39 @@ nbdinfo --size "nbds://localhost:$port/?tls-certificates=$TMP/otherca" >/dev/nul
 kill -TERM $tcp_pid
 wait $tcp_pid || fail "TCP server exited $?: $(cat "$TMP/tcp.err")"
 
+# certificates, TLS offered: STARTTLS forgets what was negotiated before it, and
+# cannot be repeated
+start_server ram:size=8M --tls-cert "$pki/server-cert.pem" --tls-key "$pki/server-key.pem"
+"$PYTHON" - "$SOCK" <<'PY' || fail "STARTTLS did not reset the negotiation"
+import os, ssl, struct, sys
+sys.path.insert(0, os.environ["TESTS_DIR"] + "/py")
+from nbdtest import *
+r = Raw(sys.argv[1])
+r.greeting()
+r.opt(OPT_STRUCTURED_REPLY)
+assert r.reply()[1] == REP_ACK
+r.opt(OPT_STARTTLS)
+assert r.reply()[1] == REP_ACK
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+r.s = ctx.wrap_socket(r.s)
+# structured replies were asked for before TLS: forgotten
+r.opt(OPT_SET_META_CONTEXT, meta_data())
+assert r.reply()[1] == REP_ERR_INVALID, "structured replies survived STARTTLS"
+r.opt(OPT_STARTTLS)
+assert r.reply()[1] == REP_ERR_INVALID, "a second STARTTLS was accepted"
+r.go(meta=True)
+r.request(CMD_BLOCK_STATUS, 0, 4096, cookie=5)
+assert r.read_reply()[:2] == (5, 0)
+r.request(CMD_WRITE, 0, 512, cookie=6, data=b"t" * 512)
+r.request(CMD_READ, 0, 512, cookie=7)
+got = dict(r.read_reply()[::2] for _ in range(2))
+assert got[7] == b"t" * 512, got
+r.close()
+PY
+stop_server
+
 # pre-shared keys, TLS offered but optional
 start_server ram:size=8M --tls-psk "$TMP/psk"
 psk="nbds+unix://alice@/?socket=$SOCK&tls-psk-file=$TMP/psk"
