@@ -2,7 +2,8 @@
 # Real clients move real data: nbdcopy round trips (sparse, whole export, with
 # several connections) compared byte for byte, qemu-img compare against the
 # export, and qemu-io pattern writes and reads (FUA writes, write -z,
-# discard, aio_write / aio_read / aio_flush) checked through a second client.
+# discard, aio_write / aio_read / aio_flush) checked through a second client;
+# nbdsh checks a few error replies.
 source "$(dirname "$0")/functions.sh"
 source "$(dirname "$0")/nbd-functions.sh"
 requires nbdcopy qemu-img qemu-io cmp
@@ -50,6 +51,27 @@ for spec in ram:size=64M "file:path=$TMP/disk.img,create=64M"; do
 		fail "$spec: discarded range: $(cat "$TMP/qemu-io.out")"
 	stop_server
 done
+
+# nbdsh (libnbd's shell, run by Debian's python3) sees the errors of the protocol
+if command -v nbdsh >/dev/null; then
+	start_server ram:size=1M
+	PATH=/usr/bin:$PATH nbdsh -u "$URI" -c '
+import errno
+h.set_strict_mode(0)
+for fn, want in ((lambda: h.pwrite(b"x" * 512, 1 << 20), errno.ENOSPC),
+                 (lambda: h.pread(512, 1 << 20), errno.EINVAL),
+                 (lambda: h.pread(100, 0), errno.EINVAL),
+                 (lambda: h.trim(512, (1 << 20) - 256), errno.EINVAL)):
+    try:
+        fn()
+        raise SystemExit("no error")
+    except nbd.Error as e:
+        assert e.errnum == want, (e.errnum, want)
+h.pwrite(b"y" * 512, 0, nbd.CMD_FLAG_FUA)
+assert h.pread(512, 0) == b"y" * 512
+' || fail "nbdsh"
+	stop_server
+fi
 
 # what the file export wrote is in the file after a clean stop
 qemu-io -f raw -r "$TMP/disk.img" -c 'read -P 0x22 64k 4k' >/dev/null || fail "file content"
