@@ -89,15 +89,22 @@ static void fail_locked(struct job *j, const char *what, uint64_t off, vdisk_sta
 	pthread_cond_broadcast(&j->freed);
 }
 
-static bool src_zero(struct job *j, struct vdisk_queue *q, uint64_t off, uint64_t len)
+/* The source's allocation at off: returns the length of the extent that
+ * starts there (to the end of the source at most) and whether it reads as
+ * zeros.  A failed query says "data" for one block: reading is always right. */
+static uint64_t src_extent(struct job *j, struct vdisk_queue *q, uint64_t off, bool *zero)
 {
 	uint64_t ss = vdisk_sector_size(j->src);
 	struct vdisk_extent e;
 	unsigned n = 0;
 	struct sw w = {0};
-	vdisk_status st =
-	    wait_for(q, &w, vdisk_extents(q, off / ss, len / ss, &e, 1, &n, sw_done, &w));
-	return vdisk_ok(st) && n == 1 && (e.flags & VDISK_EXTENT_ZERO) && e.count * ss >= len;
+	vdisk_status st = wait_for(
+	    q, &w, vdisk_extents(q, off / ss, (j->size - off) / ss, &e, 1, &n, sw_done, &w));
+	*zero = false;
+	if (!vdisk_ok(st) || n != 1 || e.count == 0)
+		return j->bs;
+	*zero = (e.flags & VDISK_EXTENT_ZERO) != 0;
+	return e.count > (j->size - off) / ss ? j->size - off : e.count * ss;
 }
 
 static void read_done(void *o, vdisk_status st)
@@ -116,7 +123,7 @@ static void *reader(void *arg)
 {
 	struct job *j = arg;
 	struct vdisk_queue *q = vdisk_queue_create(j->src, NULL);
-	uint64_t ss = vdisk_sector_size(j->src), off = 0;
+	uint64_t ss = vdisk_sector_size(j->src), off = 0, data_end = 0, zero_end = 0;
 	if (!q) {
 		pthread_mutex_lock(&j->lock);
 		if (!j->failed)
@@ -144,10 +151,23 @@ static void *reader(void *arg)
 		pthread_mutex_unlock(&j->lock);
 		if (stop)
 			break;
+		/* One slot per zero extent however long (nothing is read), data in
+		 * blocks of bs; the source is asked once per extent, not per block. */
+		if (j->sparse && off >= data_end) {
+			bool zero;
+			uint64_t len = src_extent(j, q, off, &zero);
+			if (zero)
+				zero_end = off + len;
+			else
+				data_end = off + len;
+		}
 		s->off = off;
-		s->len = j->size - off < j->bs ? j->size - off : j->bs;
+		s->zero = off < zero_end;
+		if (s->zero)
+			s->len = zero_end - off;
+		else
+			s->len = j->size - off < j->bs ? j->size - off : j->bs;
 		off += s->len;
-		s->zero = j->sparse && src_zero(j, q, s->off, s->len);
 		if (s->zero) {
 			pthread_mutex_lock(&j->lock);
 			s->state = SLOT_FILLED;
