@@ -7,7 +7,8 @@ BUILD_PKGS=(gcc make cmake pkg-config liburing-dev libssl-dev libsqlite3-dev lib
             libcurl4-openssl-dev libcmocka-dev)
 # oracles and tools the tests and benchmarks run against
 TEST_PKGS=(qemu-utils libnbd-bin python3-libnbd python3-cryptography nbdkit fio nbdfuse fuse3
-           e2fsprogs sqlite3 openssl clang libclang-rt-14-dev jq)
+           e2fsprogs sqlite3 openssl clang libclang-rt-14-dev jq
+           clang-format)
 
 want=("${BUILD_PKGS[@]}")
 if [[ "${1:-}" == "--test" ]]; then
