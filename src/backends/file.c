@@ -433,6 +433,25 @@ static int start_uring(struct file *f, struct vdisk_req *r)
 	return rc;
 }
 
+/* The outcome of an RWF_NOWAIT attempt that transferred n bytes: 0 when it did
+ * the whole request (completed), a negative errno for a real error, 1 when the
+ * rest must go through io_uring (from ctx->done on).  A file system without
+ * RWF_NOWAIT clears *supported so that later requests do not try. */
+static int nowait_result(struct vdisk_req *r, ssize_t n, bool *supported)
+{
+	if (n == (ssize_t)r->len) {
+		vdisk_req_complete(r, vdisk_status_ok());
+		return 0;
+	}
+	if (n > 0)
+		ctx_of(r)->done = (size_t)n;
+	else if (n < 0 && errno == EOPNOTSUPP)
+		*supported = false;
+	else if (n < 0 && errno != EAGAIN && errno != EINTR)
+		return -errno;
+	return 1;
+}
+
 static int file_read(struct vdisk_req *r)
 {
 	struct file *f = vdisk_priv(r->disk);
@@ -446,16 +465,9 @@ static int file_read(struct vdisk_req *r)
 	if (f->nowait_reads && r->iovcnt <= IOV_MAX) {
 		ssize_t n =
 		    preadv2(f->fd, r->iov, r->iovcnt, (off_t)(r->sector << f->shift), RWF_NOWAIT);
-		if (n == (ssize_t)r->len) {
-			vdisk_req_complete(r, vdisk_status_ok());
-			return 0;
-		}
-		if (n > 0)
-			c->done = (size_t)n;
-		else if (n < 0 && errno == EOPNOTSUPP)
-			f->nowait_reads = false;
-		else if (n < 0 && errno != EAGAIN && errno != EINTR)
-			return -errno;
+		int rc = nowait_result(r, n, &f->nowait_reads);
+		if (rc <= 0)
+			return rc;
 	}
 	return start_uring(f, r);
 }
@@ -508,16 +520,9 @@ static int file_write(struct vdisk_req *r)
 		}
 		if (f->nowait_writes) {
 			n = pwritev2(f->fd, r->iov, r->iovcnt, off, fl | RWF_NOWAIT);
-			if (n == (ssize_t)r->len) {
-				vdisk_req_complete(r, vdisk_status_ok());
-				return 0;
-			}
-			if (n > 0)
-				c->done = (size_t)n;
-			else if (n < 0 && errno == EOPNOTSUPP)
-				f->nowait_writes = false;
-			else if (n < 0 && errno != EAGAIN && errno != EINTR)
-				return -errno;
+			int rc = nowait_result(r, n, &f->nowait_writes);
+			if (rc <= 0)
+				return rc;
 		}
 	}
 	return start_uring(f, r);
