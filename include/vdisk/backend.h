@@ -203,6 +203,8 @@ void vdisk_set_priv(struct vdisk *d, void *priv);
 /* The driver table                                                            */
 /* ------------------------------------------------------------------------- */
 
+struct vdisk_check; /* a check in progress (vdisk_check()) */
+
 struct vdisk_driver {
 	size_t struct_size;      /* sizeof(struct vdisk_driver): new members only appended */
 	const char *name;        /* type name in specs: [a-z0-9]+ */
@@ -252,7 +254,16 @@ struct vdisk_driver {
 	 * public vdisk_pr_* functions, which have already checked the type and
 	 * flags; d is the layer. */
 	const struct vdisk_pr_ops *pr;
+
+	/* Check this layer's own state for damage (vdisk_check(); control path,
+	 * nothing may be written).  Report each problem with vdisk_check_problem();
+	 * return 0, or -1 after vdisk_set_error() if the check could not run. */
+	int (*check)(struct vdisk *d, struct vdisk_check *chk);
 };
+
+/* A problem found by a driver's check, as a printf-style message. */
+void vdisk_check_problem(struct vdisk_check *chk, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 struct vdisk_pr_ops {
 	vdisk_status (*capabilities)(struct vdisk *d, struct vdisk_pr_capabilities *caps);

@@ -356,6 +356,24 @@ enum {
  * operation type).  NULL with vdisk_errmsg() set on failure. */
 char *vdisk_inspect(struct vdisk *d, unsigned flags);
 
+enum {
+	VDISK_CHECK_READ = 1u << 0, /* also read every allocated sector of d */
+};
+
+/* Check a stack for damage.  Every layer that can check its own state does (a
+ * file still has the size it had at open; a SQLite layer passes SQLite's
+ * integrity check and every stored sector has the sector size; ...).  With
+ * VDISK_CHECK_READ, every extent of d that is not reported as zero is read, and
+ * unreadable ranges are problems (found to the sector).  Nothing is written.
+ * Returns the number of problems (0: none), or -1 with vdisk_errmsg() set when
+ * the check itself could not run.  *report (if report is not NULL) receives a
+ * malloc'd JSON string: {"problems":[{"layer":PATH,"type":TYPE,"message":TEXT,
+ * and for unreadable ranges "offset","length" in bytes}], "layers":N,
+ * "layers_checked":N, "bytes_read":N}; at most 100 problems are listed,
+ * "problems_total" counts them all.  PATH is the layer's place in the spec
+ * ("" for the top, "inner", "disks[1]"). */
+int vdisk_check(struct vdisk *d, unsigned flags, char **report);
+
 /* Call fn for every backend type, built-in and registered. */
 void vdisk_list_types(void (*fn)(const char *name, const char *description, void *arg), void *arg);
 

@@ -637,6 +637,29 @@ static int file_inspect(struct vdisk *d, json_t *obj)
 	return 0;
 }
 
+/* The file is still the one opened, with the size it had: someone else
+ * truncating, growing or replacing it is not noticed by the data path. */
+static int file_check(struct vdisk *d, struct vdisk_check *chk)
+{
+	struct file *f = vdisk_priv(d);
+	struct stat st, pst;
+	if (fstat(f->fd, &st) < 0)
+		return vdisk_set_error_errno(errno, "%s: fstat", f->path);
+	uint64_t now = (uint64_t)st.st_size >> f->shift << f->shift;
+	if (now != f->size)
+		vdisk_check_problem(chk,
+		                    "%s: the file changed size since it was opened: %" PRIu64
+		                    " bytes then, %" PRIu64 " now",
+		                    f->path, f->size, (uint64_t)st.st_size);
+	if (stat(f->path, &pst) < 0)
+		vdisk_check_problem(chk, "%s: the open file has been %s (%s)", f->path,
+		                    st.st_nlink ? "moved" : "deleted", strerror(errno));
+	else if (pst.st_dev != st.st_dev || pst.st_ino != st.st_ino)
+		vdisk_check_problem(chk, "%s: the path now names another file than the one open%s",
+		                    f->path, st.st_nlink ? "" : " (which was deleted)");
+	return 0;
+}
+
 const struct vdisk_driver vdisk_driver_file = {
     .struct_size = sizeof(struct vdisk_driver),
     .name = "file",
@@ -652,4 +675,5 @@ const struct vdisk_driver vdisk_driver_file = {
     .write_zeroes = file_write_zeroes,
     .extents = file_extents,
     .inspect = file_inspect,
+    .check = file_check,
 };

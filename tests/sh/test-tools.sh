@@ -64,3 +64,16 @@ expect_stderr "read-only"
 expect_status 2 "$VDISK" convert --bs 3000 a.img x.img
 [[ ! -e x.img ]] || fail "a refused convert created its destination"
 echo PASS
+
+# check: a clean image, unreadable sectors (fault rules), usage
+expect_status 0 "$VDISK" check --read a.img
+grep -q "no problem found" "$TMP/stdout" || fail "check: clean output"
+bad='{"type":"fault","inner":"file:path='"$TMP"'/a.img","rules":[{"op":"read","offset":"10M","length":512,"sticky":true,"error":"io"}]}'
+expect_status 0 "$VDISK" check "$bad"
+expect_status 1 "$VDISK" check --read --json "$bad"
+[[ $(jq -c '[.problems_total, .problems[0].offset, .problems[0].length]' "$TMP/stdout") == "[1,10485760,512]" ]] ||
+	fail "check --read: $(cat "$TMP/stdout")"
+expect_status 1 "$VDISK" check missing.img
+expect_stderr "missing.img"
+expect_status 2 "$VDISK" check
+expect_status 2 "$VDISK" check --bogus a.img
