@@ -979,6 +979,68 @@ static int sq_resize(struct layer *l, uint64_t count)
 	return 0;
 }
 
+struct check_arg {
+	struct layer *l;
+	struct vdisk_check *chk;
+	char err[256];
+};
+
+/* On the worker, on the layer's own connection: SQLite's integrity check, and
+ * every stored sector's length (a blob of another length reads as a medium
+ * error). */
+static int sq_check_worker(struct sq *s, void *arg)
+{
+	struct check_arg *a = arg;
+	unsigned idx = a->l->index;
+	const char *name = a->l->ops->name;
+	sqlite3_stmt *st = NULL;
+	/* a failed step shows in sqlite3_finalize()'s result */
+	int rc = sqlite3_prepare_v2(s->db, "PRAGMA integrity_check(20)", -1, &st, NULL);
+	while (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+		const char *msg = (const char *)sqlite3_column_text(st, 0);
+		if (msg && strcmp(msg, "ok") != 0)
+			vdisk_check_problem(a->chk, "layers[%u] (%s '%s'): integrity check: %s",
+			                    idx, name, s->path, msg);
+	}
+	if (sqlite3_finalize(st) != SQLITE_OK || rc != SQLITE_OK)
+		goto fail;
+	st = NULL;
+	rc = sqlite3_prepare_v2(s->db,
+	                        "SELECT sector, length(data) FROM sectors WHERE data IS NOT NULL "
+	                        "AND length(data) != ?1 ORDER BY sector",
+	                        -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 1, s->ss);
+	uint64_t bad = 0;
+	while (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+		if (++bad <= 10)
+			vdisk_check_problem(
+			    a->chk, "layers[%u] (%s '%s'): sector %lld: stored %lld bytes, not %u",
+			    idx, name, s->path, sqlite3_column_int64(st, 0),
+			    sqlite3_column_int64(st, 1), s->ss);
+	}
+	if (sqlite3_finalize(st) != SQLITE_OK || rc != SQLITE_OK)
+		goto fail;
+	if (bad > 10)
+		vdisk_check_problem(a->chk,
+		                    "layers[%u] (%s '%s'): %" PRIu64
+		                    " more sectors stored with a wrong length",
+		                    idx, name, s->path, bad - 10);
+	return 0;
+fail:
+	snprintf(a->err, sizeof a->err, "%s", sqlite3_errmsg(s->db));
+	return -1;
+}
+
+static int sq_check(struct layer *l, struct vdisk_check *chk)
+{
+	struct sq *s = l->priv;
+	struct check_arg a = {.l = l, .chk = chk};
+	if (sq_call(s, sq_check_worker, &a) < 0)
+		return layered_layer_error(l, "check: '%s': %s", s->path, a.err);
+	return 0;
+}
+
 static uint64_t sq_sector_count(struct layer *l)
 {
 	struct sq *s = l->priv;
@@ -1010,6 +1072,7 @@ const struct layer_ops layered_sqlite_ops = {
     .resize = sq_resize,
     .sector_count = sq_sector_count,
     .inspect = sq_inspect,
+    .check = sq_check,
 };
 
 const struct layer_ops layered_sqlite_cache_ops = {
@@ -1019,4 +1082,5 @@ const struct layer_ops layered_sqlite_cache_ops = {
     .submit = sq_submit,
     .sector_count = sq_sector_count,
     .inspect = sq_inspect,
+    .check = sq_check,
 };

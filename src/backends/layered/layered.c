@@ -1108,6 +1108,15 @@ static int layered_inspect(struct vdisk *d, json_t *obj)
 	return 0;
 }
 
+static int layered_check(struct vdisk *d, struct vdisk_check *chk)
+{
+	struct layered *ld = vdisk_priv(d);
+	for (unsigned i = 0; i < ld->n; i++)
+		if (ld->layers[i].ops->check && ld->layers[i].ops->check(&ld->layers[i], chk) < 0)
+			return -1;
+	return 0;
+}
+
 const struct vdisk_driver vdisk_driver_layered = {
     .struct_size = sizeof(struct vdisk_driver),
     .name = "layered",
@@ -1123,4 +1132,5 @@ const struct vdisk_driver vdisk_driver_layered = {
     .extents = layered_extents,
     .resize = layered_resize,
     .inspect = layered_inspect,
+    .check = layered_check,
 };

@@ -132,6 +132,9 @@ struct layer_ops {
 	uint64_t (*sector_count)(struct layer *l);
 	/* Add diagnostics to an inspect object. */
 	void (*inspect)(struct layer *l, json_t *obj);
+	/* Look for damage (vdisk_check()); report with vdisk_check_problem().  0,
+	 * or -1 after vdisk_set_error() if the check could not run. */
+	int (*check)(struct layer *l, struct vdisk_check *chk);
 	/* Per-queue state (sqlite needs none; kept for symmetry with drivers). */
 };
 

@@ -105,6 +105,7 @@ static void test_file_replaced_or_deleted(void **state)
 	json_decref(o);
 	assert_int_equal(unlink(p), 0);
 	vdisk_unref(d);
+	free(p);
 
 	d = open_file(p = make_file("deleted.img", 64 << 10));
 	assert_int_equal(unlink(p), 0);
