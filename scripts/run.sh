@@ -19,7 +19,7 @@ dir=$(mktemp -d /tmp/vdisk-serve.XXXXXX)
 server=""
 cleanup() {
 	if [[ -n $server ]]; then
-		kill -TERM "$server" 2>/dev/null || true
+		stop
 		wait "$server" 2>/dev/null || true
 	fi
 	rm -rf "$dir"
@@ -27,14 +27,27 @@ cleanup() {
 trap cleanup EXIT
 
 where=(--unix "$dir/nbd.sock")
+pidfile=$dir/pid
+prev=""
 for a in "$@"; do
 	[[ $a == --tcp* ]] && where=()
+	[[ $prev == --pid-file ]] && pidfile=$a
+	[[ $a == --pid-file=* ]] && pidfile=${a#--pid-file=}
+	prev=$a
 done
 mkfifo "$dir/uri"
-build/vdisk serve "$spec" "${where[@]}" "$@" >"$dir/uri" &
+# the subshell keeps the server's exit status: a `wait` cut short by a trapped
+# signal cannot tell it
+(
+	rc=0
+	build/vdisk serve "$spec" "${where[@]}" --pid-file "$dir/pid" "$@" >"$dir/uri" || rc=$?
+	echo "$rc" >"$dir/status"
+) &
 server=$!
-# Ctrl-C reaches the server too (same process group); this shell just waits
-trap 'kill -INT "$server" 2>/dev/null || true' INT TERM
+# Ctrl-C reaches the server too (same process group); a SIGTERM to this
+# script alone is passed on to the server
+stop() { kill -INT "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null || true; }
+trap stop INT TERM
 read -r uri <"$dir/uri" || { wait "$server" || exit $?; exit 1; }
 
 build/vdisk info "$spec" | sed -n '1,3p'
@@ -58,13 +71,10 @@ if command -v nbdinfo >/dev/null; then
 	nbdinfo "$uri" || true
 fi
 
-rc=0
-wait "$server" || rc=$?
-# interrupted by the trapped signal: the server is still finishing
 while kill -0 "$server" 2>/dev/null; do
-	rc=0
-	wait "$server" || rc=$?
+	wait "$server" || true
 done
+rc=$(cat "$dir/status" 2>/dev/null || echo 1)
 server=""
 echo "server stopped (exit $rc)"
 exit "$rc"
