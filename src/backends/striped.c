@@ -24,7 +24,8 @@
 #include "vdisk/backend.h"
 
 #define MAX_MEMBERS 1024
-#define IOV_CLASSES 24 /* free lists of iovec arrays of 2^k entries */
+#define BUF_CLASSES 32 /* free lists of buffers of 2^k bytes */
+#define BUF_MIN_CLASS 8
 
 struct stripe {
 	unsigned n;
@@ -35,10 +36,10 @@ struct stripe {
 	unsigned shift;
 };
 
-/* Per queue: iovec arrays for gathered pieces (no malloc once warm), and the
+/* Per queue: buffers for gathered pieces (no malloc once warm), and the
  * per-member counters used while a request is split (never across calls). */
 struct stripe_q {
-	void *free_iov[IOV_CLASSES];
+	void *free_buf[BUF_CLASSES];
 	uint64_t *m_start; /* first member sector */
 	uint64_t *m_count; /* sectors */
 	unsigned *m_niov;  /* iovec entries */
@@ -49,8 +50,8 @@ struct stripe_q {
 struct stripe_ctx {
 	unsigned pending;
 	vdisk_status st;
-	struct iovec *iov;
-	unsigned iov_class;
+	void *buf; /* read/write: the gathered iovecs */
+	unsigned buf_class;
 };
 
 /* ------------------------------------------------------------------------- */
@@ -223,11 +224,11 @@ static void striped_queue_fini(struct vdisk *d, struct vdisk_queue *q, void *qst
 	(void)d;
 	(void)q;
 	struct stripe_q *sq = qstate;
-	for (unsigned c = 0; c < IOV_CLASSES; c++) {
-		while (sq->free_iov[c]) {
-			void *next = *(void **)sq->free_iov[c];
-			free(sq->free_iov[c]);
-			sq->free_iov[c] = next;
+	for (unsigned c = 0; c < BUF_CLASSES; c++) {
+		while (sq->free_buf[c]) {
+			void *next = *(void **)sq->free_buf[c];
+			free(sq->free_buf[c]);
+			sq->free_buf[c] = next;
 		}
 	}
 	free(sq->m_start);
@@ -239,30 +240,30 @@ static void striped_queue_fini(struct vdisk *d, struct vdisk_queue *q, void *qst
 }
 
 /* ------------------------------------------------------------------------- */
-/* iovec arrays                                                                */
+/* Buffers of a request                                                        */
 /* ------------------------------------------------------------------------- */
 
-static struct iovec *iov_get(struct stripe_q *sq, size_t n, unsigned *cls)
+static void *buf_get(struct stripe_q *sq, size_t bytes, unsigned *cls)
 {
-	unsigned c = 4;
-	while (((size_t)1 << c) < n)
+	unsigned c = BUF_MIN_CLASS;
+	while (c < 63 && ((size_t)1 << c) < bytes)
 		c++;
 	*cls = c;
-	if (c < IOV_CLASSES && sq->free_iov[c]) {
-		void *p = sq->free_iov[c];
-		sq->free_iov[c] = *(void **)p;
+	if (c < BUF_CLASSES && sq->free_buf[c]) {
+		void *p = sq->free_buf[c];
+		sq->free_buf[c] = *(void **)p;
 		return p;
 	}
-	return malloc(sizeof(struct iovec) << c);
+	return c < 63 ? malloc((size_t)1 << c) : NULL;
 }
 
-static void iov_put(struct stripe_q *sq, struct iovec *iov, unsigned cls)
+static void buf_put(struct stripe_q *sq, void *buf, unsigned cls)
 {
-	if (cls < IOV_CLASSES) {
-		*(void **)iov = sq->free_iov[cls];
-		sq->free_iov[cls] = iov;
+	if (cls < BUF_CLASSES) {
+		*(void **)buf = sq->free_buf[cls];
+		sq->free_buf[cls] = buf;
 	} else {
-		free(iov);
+		free(buf);
 	}
 }
 
@@ -301,6 +302,20 @@ static unsigned take(struct cur *c, size_t len, struct iovec *out)
 /* The data path                                                               */
 /* ------------------------------------------------------------------------- */
 
+static inline uint64_t member_sector(const struct stripe *s, uint64_t c, uint64_t in)
+{
+	return (c / s->n) * s->spc + in;
+}
+
+/* The chunk piece of a range ending at end that starts at logical sector l:
+ * its chunk in *c; returns its length. */
+static inline uint64_t next_piece(const struct stripe *s, uint64_t l, uint64_t end, uint64_t *c)
+{
+	uint64_t in = l % s->spc, len = s->spc - in;
+	*c = l / s->spc;
+	return len < end - l ? len : end - l;
+}
+
 static void piece_done(struct vdisk_req *child, vdisk_status st)
 {
 	struct vdisk_req *r = child->opaque;
@@ -309,16 +324,11 @@ static void piece_done(struct vdisk_req *child, vdisk_status st)
 		x->st = st;
 	if (--x->pending)
 		return;
-	if (x->iov) {
-		iov_put(vdisk_req_qstate(r), x->iov, x->iov_class);
-		x->iov = NULL;
+	if (x->buf) {
+		buf_put(vdisk_req_qstate(r), x->buf, x->buf_class);
+		x->buf = NULL;
 	}
 	vdisk_req_complete(r, x->st);
-}
-
-static inline uint64_t member_sector(const struct stripe *s, uint64_t c, uint64_t in)
-{
-	return (c / s->n) * s->spc + in;
 }
 
 /* Split [sector, sector+count) into per-member ranges: sq->touched[0..k),
@@ -329,15 +339,12 @@ static unsigned split(const struct stripe *s, struct stripe_q *sq, uint64_t sect
 {
 	unsigned k = 0;
 	uint64_t end = sector + count;
-	for (uint64_t l = sector; l < end;) {
-		uint64_t c = l / s->spc, in = l % s->spc;
-		uint64_t len = s->spc - in;
-		if (len > end - l)
-			len = end - l;
+	for (uint64_t l = sector, c; l < end;) {
+		uint64_t len = next_piece(s, l, end, &c);
 		unsigned d = (unsigned)(c % s->n);
 		if (sq->m_count[d] == 0) {
 			sq->touched[k++] = d;
-			sq->m_start[d] = member_sector(s, c, in);
+			sq->m_start[d] = member_sector(s, c, l % s->spc);
 			sq->m_niov[d] = 0;
 		}
 		sq->m_count[d] += len;
@@ -348,13 +355,68 @@ static unsigned split(const struct stripe *s, struct stripe_q *sq, uint64_t sect
 	return k;
 }
 
+/* Prepare the child of r for member d, the j-th member r touches (split()'s
+ * touched[j], or every member for a flush). */
+static void prep_child(struct vdisk_req *child, struct vdisk_req *r, struct stripe_q *sq,
+                       unsigned d, unsigned j)
+{
+	struct stripe_ctx *x = vdisk_req_ctx(r);
+	switch (r->op) {
+	case VDISK_OP_FLUSH: vdisk_req_prep_flush(child); break;
+	case VDISK_OP_READ:
+	case VDISK_OP_WRITE: {
+		const struct iovec *iov = x->buf;
+		vdisk_req_prep_rw(child, (enum vdisk_op)r->op, sq->m_start[d],
+		                  iov + (sq->m_pos[d] - sq->m_niov[d]), (int)sq->m_niov[d],
+		                  r->flags);
+		break;
+	}
+	default:
+		vdisk_req_prep_range(child, (enum vdisk_op)r->op, sq->m_start[d], sq->m_count[d],
+		                     r->flags);
+	}
+}
+
+/* Submit one child per touched member (sq->touched[0..k) after split(); all
+ * k members when sq is NULL).  pending is set first and trimmed if a child
+ * cannot be had: completions come from the queue's poll, never inside a
+ * submit.  Returns -ENOMEM if not even the first child could be had. */
+static int fan_out(struct vdisk_req *r, const struct stripe *s, struct stripe_q *sq, unsigned k)
+{
+	struct stripe_ctx *x = vdisk_req_ctx(r);
+	x->pending = k;
+	for (unsigned j = 0; j < k; j++) {
+		unsigned d = sq ? sq->touched[j] : j;
+		struct vdisk_req *child = vdisk_req_alloc(r, s->disks[d]);
+		if (!child) {
+			if (j == 0)
+				return -ENOMEM;
+			x->st = vdisk_status_io(ENOMEM);
+			x->pending = j;
+			break;
+		}
+		prep_child(child, r, sq, d, j);
+		child->done = piece_done;
+		child->opaque = r;
+		vdisk_req_submit(child);
+	}
+	return 0;
+}
+
+/* Clear the per-member counters split() left. */
+static void split_reset(struct stripe_q *sq, unsigned k)
+{
+	for (unsigned j = 0; j < k; j++)
+		sq->m_count[sq->touched[j]] = 0;
+}
+
 static int striped_rw(struct vdisk_req *r)
 {
 	struct stripe *s = vdisk_priv(r->disk);
 	struct stripe_q *sq = vdisk_req_qstate(r);
 	struct stripe_ctx *x = vdisk_req_ctx(r);
 	x->st = vdisk_status_ok();
-	x->iov = NULL;
+	x->buf = NULL;
 	if (r->count == 0) {
 		vdisk_req_complete(r, x->st);
 		return 0;
@@ -382,51 +444,25 @@ static int striped_rw(struct vdisk_req *r)
 		sq->m_pos[d] = (unsigned)total;
 		total += sq->m_niov[d];
 	}
-	int rc = 0;
-	x->iov = iov_get(sq, total, &x->iov_class);
-	if (!x->iov) {
-		rc = -ENOMEM;
+	int rc = -ENOMEM;
+	struct iovec *iov = x->buf = buf_get(sq, total * sizeof *iov, &x->buf_class);
+	if (!iov)
 		goto out;
-	}
 	/* gather: walk the request again, placing each piece in its member's list */
 	cur = (struct cur){r->iov, r->iovcnt, 0, 0};
 	uint64_t end = r->sector + r->count;
-	for (uint64_t l = r->sector; l < end;) {
-		uint64_t c = l / s->spc, in = l % s->spc, len = s->spc - in;
-		if (len > end - l)
-			len = end - l;
+	for (uint64_t l = r->sector, c; l < end;) {
+		uint64_t len = next_piece(s, l, end, &c);
 		unsigned d = (unsigned)(c % s->n);
-		sq->m_pos[d] += take(&cur, (size_t)(len << s->shift), x->iov + sq->m_pos[d]);
+		sq->m_pos[d] += take(&cur, (size_t)(len << s->shift), iov + sq->m_pos[d]);
 		l += len;
 	}
-	/* completions are delivered from the queue's poll, never inside a submit,
-	 * so pending can be set first and trimmed if a child cannot be had */
-	x->pending = k;
-	for (unsigned j = 0; j < k; j++) {
-		unsigned d = sq->touched[j];
-		struct vdisk_req *child = vdisk_req_alloc(r, s->disks[d]);
-		if (!child) {
-			if (j == 0) {
-				rc = -ENOMEM;
-				goto out;
-			}
-			x->st = vdisk_status_io(ENOMEM);
-			x->pending = j;
-			break;
-		}
-		vdisk_req_prep_rw(child, (enum vdisk_op)r->op, sq->m_start[d],
-		                  x->iov + (sq->m_pos[d] - sq->m_niov[d]), (int)sq->m_niov[d],
-		                  r->flags);
-		child->done = piece_done;
-		child->opaque = r;
-		vdisk_req_submit(child);
-	}
+	rc = fan_out(r, s, sq, k);
 out:
-	for (unsigned j = 0; j < k; j++)
-		sq->m_count[sq->touched[j]] = 0;
-	if (rc < 0 && x->iov) {
-		iov_put(sq, x->iov, x->iov_class);
-		x->iov = NULL;
+	split_reset(sq, k);
+	if (rc < 0 && x->buf) {
+		buf_put(sq, x->buf, x->buf_class);
+		x->buf = NULL;
 	}
 	return rc;
 }
@@ -438,32 +474,14 @@ static int striped_range(struct vdisk_req *r)
 	struct stripe_q *sq = vdisk_req_qstate(r);
 	struct stripe_ctx *x = vdisk_req_ctx(r);
 	x->st = vdisk_status_ok();
-	x->iov = NULL;
+	x->buf = NULL;
 	if (r->count == 0) {
 		vdisk_req_complete(r, x->st);
 		return 0;
 	}
 	unsigned k = split(s, sq, r->sector, r->count, NULL);
-	int rc = 0;
-	x->pending = k;
-	for (unsigned j = 0; j < k; j++) {
-		unsigned d = sq->touched[j];
-		struct vdisk_req *child = vdisk_req_alloc(r, s->disks[d]);
-		if (!child) {
-			if (j == 0)
-				rc = -ENOMEM;
-			x->st = vdisk_status_io(ENOMEM);
-			x->pending = j;
-			break;
-		}
-		vdisk_req_prep_range(child, (enum vdisk_op)r->op, sq->m_start[d], sq->m_count[d],
-		                     r->flags);
-		child->done = piece_done;
-		child->opaque = r;
-		vdisk_req_submit(child);
-	}
-	for (unsigned j = 0; j < k; j++)
-		sq->m_count[sq->touched[j]] = 0;
+	int rc = fan_out(r, s, sq, k);
+	split_reset(sq, k);
 	return rc;
 }
 
@@ -472,23 +490,8 @@ static int striped_flush(struct vdisk_req *r)
 	struct stripe *s = vdisk_priv(r->disk);
 	struct stripe_ctx *x = vdisk_req_ctx(r);
 	x->st = vdisk_status_ok();
-	x->iov = NULL;
-	x->pending = s->n;
-	for (unsigned i = 0; i < s->n; i++) {
-		struct vdisk_req *child = vdisk_req_alloc(r, s->disks[i]);
-		if (!child) {
-			if (i == 0)
-				return -ENOMEM;
-			x->st = vdisk_status_io(ENOMEM);
-			x->pending = i;
-			break;
-		}
-		vdisk_req_prep_flush(child);
-		child->done = piece_done;
-		child->opaque = r;
-		vdisk_req_submit(child);
-	}
-	return 0;
+	x->buf = NULL;
+	return fan_out(r, s, NULL, s->n);
 }
 
 static int striped_inspect(struct vdisk *d, json_t *obj)
