@@ -14,7 +14,15 @@
  * fixed at open (members' resizes are not followed: they would move every
  * chunk).  Unmap behaviour: zeroes if every member zeroes, ignored if every
  * member ignores (the reference says unspecified there, which is a defect),
- * else unspecified. */
+ * else unspecified.
+ *
+ * Extents: like unmap, one child per member over the member's contiguous
+ * range, all in flight at once, each into its own slice of a buffer; when all
+ * have answered, the request's chunk pieces are walked in order, each taking
+ * its member's extents, and neighbours with the same flags are merged.  The
+ * answer stops where a member's answer stops (members may cover a prefix) or
+ * where the caller's max is reached, so it covers a prefix of the range as the
+ * contract allows. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -26,6 +34,10 @@
 #define MAX_MEMBERS 1024
 #define BUF_CLASSES 32 /* free lists of buffers of 2^k bytes */
 #define BUF_MIN_CLASS 8
+/* Extents asked of the members of one request, all together, unless the
+ * caller asks for fewer per member; at least EXT_MIN_PER_MEMBER each. */
+#define EXT_BUDGET 4096
+#define EXT_MIN_PER_MEMBER 8
 
 struct stripe {
 	unsigned n;
@@ -36,8 +48,9 @@ struct stripe {
 	unsigned shift;
 };
 
-/* Per queue: buffers for gathered pieces (no malloc once warm), and the
- * per-member counters used while a request is split (never across calls). */
+/* Per queue: buffers for gathered pieces and members' extents (no malloc
+ * once warm), and the per-member counters used while a request is split
+ * (never across calls). */
 struct stripe_q {
 	void *free_buf[BUF_CLASSES];
 	uint64_t *m_start; /* first member sector */
@@ -50,8 +63,22 @@ struct stripe_q {
 struct stripe_ctx {
 	unsigned pending;
 	vdisk_status st;
-	void *buf; /* read/write: the gathered iovecs */
+	void *buf; /* read/write: the gathered iovecs; extents: struct ext_slots */
 	unsigned buf_class;
+};
+
+/* The members' answers to one extents request: slot j is the member of the
+ * request's j-th chunk (members are met in turn, so no member is met twice
+ * before all k are), its extents at ext + j * per. */
+struct ext_slot {
+	unsigned n;    /* extents the member returned */
+	unsigned i;    /* the next one to take */
+	uint64_t used; /* sectors of extent i already taken */
+};
+struct ext_slots {
+	unsigned k, per;
+	struct vdisk_extent *ext;
+	struct ext_slot slot[];
 };
 
 /* ------------------------------------------------------------------------- */
@@ -316,6 +343,55 @@ static inline uint64_t next_piece(const struct stripe *s, uint64_t l, uint64_t e
 	return len < end - l ? len : end - l;
 }
 
+/* Append [l, l+len) with flags to the answer, merged with the last extent when
+ * they agree; false when that needs an extent beyond the caller's max. */
+static bool ext_emit(struct vdisk_req *r, unsigned *n, uint64_t l, uint64_t len, uint32_t flags)
+{
+	if (*n && r->ext[*n - 1].flags == flags) {
+		r->ext[*n - 1].count += len;
+		return true;
+	}
+	if (*n == r->ext_max)
+		return false;
+	r->ext[*n] = (struct vdisk_extent){.sector = l, .count = len, .flags = flags};
+	++*n;
+	return true;
+}
+
+/* Build the answer of an extents request from its members' answers. */
+static vdisk_status ext_merge(struct vdisk_req *r, struct ext_slots *es)
+{
+	const struct stripe *s = vdisk_priv(r->disk);
+	uint64_t end = r->sector + r->count, c0 = r->sector / s->spc;
+	unsigned n = 0;
+	for (uint64_t l = r->sector, c; l < end;) {
+		uint64_t len = next_piece(s, l, end, &c);
+		unsigned j = (unsigned)((c - c0) % s->n);
+		struct ext_slot *sl = &es->slot[j];
+		const struct vdisk_extent *me = es->ext + (size_t)j * es->per;
+		while (len) {
+			if (sl->i >= sl->n)
+				goto out; /* the member answered for less */
+			uint64_t t = me[sl->i].count - sl->used;
+			if (t > len)
+				t = len;
+			if (t && !ext_emit(r, &n, l, t, me[sl->i].flags))
+				goto out;
+			l += t;
+			len -= t;
+			sl->used += t;
+			if (sl->used >= me[sl->i].count) {
+				sl->i++;
+				sl->used = 0;
+			}
+		}
+	}
+out:
+	*r->ext_n = n;
+	/* a member that answers nothing for a range it has breaks the contract */
+	return n ? vdisk_status_ok() : vdisk_status_io(EIO);
+}
+
 static void piece_done(struct vdisk_req *child, vdisk_status st)
 {
 	struct vdisk_req *r = child->opaque;
@@ -324,6 +400,8 @@ static void piece_done(struct vdisk_req *child, vdisk_status st)
 		x->st = st;
 	if (--x->pending)
 		return;
+	if (r->op == VDISK_OP_EXTENTS && vdisk_ok(x->st))
+		x->st = ext_merge(r, x->buf);
 	if (x->buf) {
 		buf_put(vdisk_req_qstate(r), x->buf, x->buf_class);
 		x->buf = NULL;
@@ -369,6 +447,12 @@ static void prep_child(struct vdisk_req *child, struct vdisk_req *r, struct stri
 		vdisk_req_prep_rw(child, (enum vdisk_op)r->op, sq->m_start[d],
 		                  iov + (sq->m_pos[d] - sq->m_niov[d]), (int)sq->m_niov[d],
 		                  r->flags);
+		break;
+	}
+	case VDISK_OP_EXTENTS: {
+		struct ext_slots *es = x->buf;
+		vdisk_req_prep_extents(child, sq->m_start[d], sq->m_count[d],
+		                       es->ext + (size_t)j * es->per, es->per, &es->slot[j].n);
 		break;
 	}
 	default:
@@ -485,6 +569,47 @@ static int striped_range(struct vdisk_req *r)
 	return rc;
 }
 
+/* Extents: one request per member into its slice of one buffer; piece_done
+ * merges the answers. */
+static int striped_extents(struct vdisk_req *r)
+{
+	struct stripe *s = vdisk_priv(r->disk);
+	struct stripe_q *sq = vdisk_req_qstate(r);
+	struct stripe_ctx *x = vdisk_req_ctx(r);
+	x->st = vdisk_status_ok();
+	x->buf = NULL;
+	if (r->count == 0 || r->ext_max == 0) {
+		*r->ext_n = 0;
+		vdisk_req_complete(r, x->st);
+		return 0;
+	}
+	unsigned k = split(s, sq, r->sector, r->count, NULL);
+	unsigned per = EXT_BUDGET / k;
+	if (per < EXT_MIN_PER_MEMBER)
+		per = EXT_MIN_PER_MEMBER;
+	if (per > r->ext_max)
+		per = r->ext_max;
+	size_t head = sizeof(struct ext_slots) + k * sizeof(struct ext_slot);
+	head = (head + _Alignof(struct vdisk_extent) - 1) & ~(_Alignof(struct vdisk_extent) - 1);
+	int rc = -ENOMEM;
+	struct ext_slots *es = x->buf =
+	    buf_get(sq, head + (size_t)k * per * sizeof(struct vdisk_extent), &x->buf_class);
+	if (!es)
+		goto out;
+	es->k = k;
+	es->per = per;
+	es->ext = (struct vdisk_extent *)((unsigned char *)es + head);
+	memset(es->slot, 0, k * sizeof *es->slot);
+	rc = fan_out(r, s, sq, k);
+out:
+	split_reset(sq, k);
+	if (rc < 0 && x->buf) {
+		buf_put(sq, x->buf, x->buf_class);
+		x->buf = NULL;
+	}
+	return rc;
+}
+
 static int striped_flush(struct vdisk_req *r)
 {
 	struct stripe *s = vdisk_priv(r->disk);
@@ -515,5 +640,6 @@ const struct vdisk_driver vdisk_driver_striped = {
     .flush = striped_flush,
     .unmap = striped_range,
     .write_zeroes = striped_range,
+    .extents = striped_extents,
     .inspect = striped_inspect,
 };
