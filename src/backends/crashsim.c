@@ -436,7 +436,8 @@ static int crashsim_flush(struct vdisk_req *r)
 	return submit_child(r, K_FLUSH);
 }
 
-static int crashsim_read(struct vdisk_req *r)
+/* Reads and extents: passed down until a crash. */
+static int crashsim_forward(struct vdisk_req *r)
 {
 	struct crashsim *c = vdisk_priv(r->disk);
 	if (crashed(c)) {
@@ -535,16 +536,6 @@ static void child_done(struct vdisk_req *ch, vdisk_status st)
 			forget(c, x);
 		vdisk_req_complete(r, vdisk_status_io(-rc));
 	}
-}
-
-static int crashsim_extents(struct vdisk_req *r)
-{
-	struct crashsim *c = vdisk_priv(r->disk);
-	if (crashed(c)) {
-		vdisk_req_complete(r, dead());
-		return 0;
-	}
-	return vdisk_req_forward(r, c->inner);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -829,12 +820,12 @@ const struct vdisk_driver vdisk_driver_crashsim = {
                    "atomic-sector)",
     .open = crashsim_open,
     .close = crashsim_close,
-    .read = crashsim_read,
+    .read = crashsim_forward,
     .write = crashsim_write,
     .flush = crashsim_flush,
     .unmap = crashsim_zero,
     .write_zeroes = crashsim_zero,
-    .extents = crashsim_extents,
+    .extents = crashsim_forward,
     .inspect = crashsim_inspect,
     .ctl = crashsim_ctl,
 };
