@@ -202,7 +202,10 @@ static ssize_t net_fill(struct nbd_conn *c)
 }
 
 /* Pair -> socket, until the pair is empty (0), the socket is full (-EAGAIN),
- * or it failed (-errno). */
+ * or it failed (-errno).  A full socket sets want_out; every caller ends in
+ * nbd_conn_update_poll(), which then waits for EPOLLOUT.  Marking the
+ * connection dirty here instead would have the worker retry at once, for
+ * ever, while the client does not read. */
 static int net_drain(struct nbd_conn *c)
 {
 	for (;;) {
@@ -218,7 +221,6 @@ static int net_drain(struct nbd_conn *c)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
 				c->want_out = true;
-				nbd_conn_mark_dirty(c);
 				return -EAGAIN;
 			}
 			return -errno;
