@@ -239,6 +239,12 @@ void nbd_conn_begin_drain(struct nbd_conn *c)
 {
 	if (c->state == CS_CLOSING || c->state == CS_DEAD)
 		return;
+	/* TLS output (a close_notify, records already encrypted) may still wait
+	 * for a client that does not read: the grace bounds that too, also when
+	 * the handshake has no time limit */
+	uint64_t deadline = nbd_now_ns() + NBD_SHUTDOWN_GRACE_NS;
+	if (!c->deadline_ns || c->deadline_ns > deadline)
+		c->deadline_ns = deadline;
 	if (c->state != CS_TRANSMISSION) {
 		nbd_log(c->srv, VDISK_NBD_LOG_DEBUG, "%s: closed: server shutting down", c->peer);
 		c->state = CS_CLOSING;
@@ -247,7 +253,6 @@ void nbd_conn_begin_drain(struct nbd_conn *c)
 		return;
 	}
 	nbd_conn_close(c, "server shutting down");
-	c->deadline_ns = nbd_now_ns() + NBD_SHUTDOWN_GRACE_NS;
 }
 
 /* ------------------------------------------------------------------------- */

@@ -3,7 +3,8 @@
 # it to drain (EPOLLOUT) instead of retrying at once, so the worker it shares
 # with a plain bystander (--threads 1) keeps serving the bystander, and
 # SIGTERM still stops the server.  Checked while negotiating (a flood of
-# NBD_OPT_LIST) and in transmission (a flood of reads).
+# NBD_OPT_LIST) and in transmission (a flood of reads), with the handshake
+# timeout off so that only the shutdown grace ends the stalled client.
 import os
 import shutil
 import socket
@@ -71,7 +72,8 @@ def main():
     need_env()
     tmp = tempfile.mkdtemp(prefix="vdisk-nbd-tls-")
     cert, key = make_cert(tmp)
-    args = ("--tls=on", "--tls-cert", cert, "--tls-key", key, "--threads", "1")
+    args = ("--tls=on", "--tls-cert", cert, "--tls-key", key, "--threads", "1",
+            "--handshake-timeout", "0")
     # negotiating: option replies pile up behind a full socket
     with Server("ram:size=8M", *args) as srv:
         r = tls_client(srv)
