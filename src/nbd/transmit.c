@@ -167,9 +167,12 @@ static void reply_read(struct nbd_req *r)
 }
 
 /* The NBD error for a disk status, per the protocol's list: writes past the
- * end are ENOSPC, reads and trims past it EINVAL, read-only EPERM. */
-static uint32_t nbd_error_of(vdisk_status st, uint16_t type)
+ * end are ENOSPC, reads and trims past it EINVAL, read-only EPERM.  ENOTSUP
+ * is for a fast zero alone: the protocol forbids it for a plain write-zeroes
+ * once NBD_FLAG_SEND_FAST_ZERO is offered. */
+static uint32_t nbd_error_of(vdisk_status st, const struct nbd_req *r)
 {
+	uint16_t type = r->type;
 	switch (st.kind) {
 	case VDISK_ERR_ILLEGAL_BLOCK:
 		return type == NBD_CMD_WRITE || type == NBD_CMD_WRITE_ZEROES ? NBD_ENOSPC
@@ -178,7 +181,9 @@ static uint32_t nbd_error_of(vdisk_status st, uint16_t type)
 	case VDISK_ERR_READ_ONLY:
 	case VDISK_ERR_RESERVATION_CONFLICT: return NBD_EPERM;
 	case VDISK_ERR_NOT_SUPPORTED:
-		return type == NBD_CMD_WRITE_ZEROES ? NBD_ENOTSUP : NBD_EINVAL;
+		return type == NBD_CMD_WRITE_ZEROES && (r->flags & NBD_CMD_FLAG_FAST_ZERO)
+		           ? NBD_ENOTSUP
+		           : NBD_EINVAL;
 	case VDISK_ERR_IO:
 	case VDISK_ERR_MEDIUM:
 		switch (st.errnum) {
@@ -198,7 +203,7 @@ static uint32_t nbd_error_of(vdisk_status st, uint16_t type)
 static void reply_status(struct nbd_req *r, vdisk_status st)
 {
 	char msg[64];
-	reply_error(r, nbd_error_of(st, r->type), vdisk_status_str(st, msg, sizeof msg));
+	reply_error(r, nbd_error_of(st, r), vdisk_status_str(st, msg, sizeof msg));
 }
 
 /* ------------------------------------------------------------------------- */

@@ -4,7 +4,8 @@
 # 64 bits), alignment, unknown commands and flags, oversized payloads (the
 # write payload is skipped and the connection goes on), read-only (EPERM), and
 # disk errors from the fault layer (EIO, ENOSPC, EPERM, ENOTSUP for a fast
-# zero the disk cannot do), with simple and with structured replies.
+# zero the disk cannot do, and only for a fast zero), with simple and with
+# structured replies.
 import json
 import os
 import struct
@@ -145,6 +146,25 @@ def disk_errors():
             r.close()
 
 
+def not_supported():
+    # ENOTSUP is only for a fast zero: a disk that cannot write at all fails a
+    # plain write-zeroes (which the core then emulates with writes) otherwise
+    rules = [{"op": "write", "error": "not-supported"},
+             {"op": "write-zeroes", "error": "not-supported"}]
+    spec = json.dumps({"type": "fault", "inner": {"type": "ram", "size": "1M"}, "rules": rules})
+    with Server(spec) as srv:
+        for structured in (False, True):
+            r = Raw(srv.sock)
+            r.greeting()
+            r.go(structured=structured)
+            assert r.eflags & (1 << 11), "fast zero not offered"
+            check(r, CMD_WRITE_ZEROES, 0, 4096, EINVAL, flags=1 << 1,
+                  what="write-zeroes, no hole, on a disk that cannot write")
+            check(r, CMD_WRITE_ZEROES, 0, 4096, ENOTSUP, flags=1 << 4, what="fast zero")
+            check(r, CMD_WRITE, 0, 512, EINVAL, data=bytes(512), what="write")
+            r.close()
+
+
 def error_message():
     # a structured error carries a message for the user
     with Server("ram:size=1M") as srv:
@@ -167,6 +187,7 @@ def main():
         libnbd_strict_off(srv)
     read_only()
     disk_errors()
+    not_supported()
     error_message()
     print("ok")
 
