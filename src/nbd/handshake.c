@@ -4,7 +4,9 @@
  * NBD_REP_ERR_TOO_BIG.  Every length inside an option is checked against the
  * option's own length before it is used.  Malformed options are answered with
  * NBD_REP_ERR_INVALID and haggling goes on; only what cannot be answered (bad
- * magic, unknown client flags, a refused NBD_OPT_EXPORT_NAME) disconnects. */
+ * magic, unknown client flags, a refused NBD_OPT_EXPORT_NAME) disconnects.  A
+ * client without NBD_FLAG_C_FIXED_NEWSTYLE speaks plain newstyle, which has
+ * NBD_OPT_EXPORT_NAME alone: every other option is refused. */
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -265,6 +267,12 @@ static bool opt_meta(struct nbd_conn *c, uint32_t opt, const unsigned char *data
 static bool handle_option(struct nbd_conn *c, uint32_t opt, const unsigned char *data, uint32_t len)
 {
 	struct nbd_server *s = c->srv;
+	if (!c->fixed && opt != NBD_OPT_EXPORT_NAME) {
+		/* plain newstyle has this one option; the reply is for a client
+		 * that set the flag and forgot it (nbdkit answers the same) */
+		return reply_err(c, opt, NBD_REP_ERR_INVALID,
+		                 "only NBD_OPT_EXPORT_NAME without fixed newstyle");
+	}
 	if (s->tls == VDISK_NBD_TLS_REQUIRE && !c->tls_active && opt != NBD_OPT_STARTTLS &&
 	    opt != NBD_OPT_ABORT) {
 		if (opt == NBD_OPT_EXPORT_NAME) {

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 # Option haggling, by libnbd's option mode and by hand: LIST, INFO, GO, ABORT,
 # EXPORT_NAME, STRUCTURED_REPLY, LIST/SET_META_CONTEXT, STARTTLS without TLS,
-# unknown options (answered NBD_REP_ERR_UNSUP, haggling goes on), names,
-# descriptions and block sizes.
+# unknown options (answered NBD_REP_ERR_UNSUP, haggling goes on), clients
+# that are not fixed-newstyle, names, descriptions and block sizes.
 import struct
 import sys
 
@@ -133,11 +133,20 @@ def export_name_paths(srv):
     r.greeting()
     r.opt(OPT_EXPORT_NAME, b"wrong")
     assert r.closed_by_server()
-    # a client that is not fixed-newstyle still gets served
+    # a client that is not fixed-newstyle still gets served; it has only
+    # NBD_OPT_EXPORT_NAME, so anything else is refused and changes nothing
     r = Raw(srv.sock)
     r.greeting(0)
+    for opt, data in ((OPT_STRUCTURED_REPLY, b""), (OPT_GO, go_data(b"disk0")),
+                      (OPT_LIST, b"")):
+        r.opt(opt, data)
+        assert r.reply()[1] == REP_ERR_INVALID, opt
     r.opt(OPT_EXPORT_NAME, b"disk0")
-    assert struct.unpack(">Q", r.recv_exact(8))[0] == 8 << 20
+    size, eflags = struct.unpack(">QH", r.recv_exact(10))
+    assert size == 8 << 20 and not eflags & (1 << 7), "structured replies were negotiated"
+    r.recv_exact(124)
+    r.request(CMD_READ, 0, 512, cookie=4)
+    assert r.read_reply(512)[:2] == (4, 0)
     r.close()
     # GO without a block-size request, and a second GO after a failed one
     r = Raw(srv.sock)
