@@ -165,13 +165,15 @@ static bool opt_info_go(struct nbd_conn *c, uint32_t opt, const unsigned char *d
 	if (!name_matches(c, name, namelen))
 		return reply_err(c, opt, NBD_REP_ERR_UNKNOWN, "no export named '%.*s'",
 		                 (int)(namelen < 64 ? namelen : 64), (const char *)name);
-	bool want_name = false, want_desc = false;
+	bool want_name = false, want_desc = false, want_block = false;
 	for (uint32_t i = 0; i < nreq; i++) {
 		uint16_t t = nbd_get16(data + 4 + namelen + 2 + 2 * i);
 		if (t == NBD_INFO_NAME)
 			want_name = true;
 		else if (t == NBD_INFO_DESCRIPTION)
 			want_desc = true;
+		else if (t == NBD_INFO_BLOCK_SIZE)
+			want_block = true;
 	}
 
 	uint64_t size = export_size(s);
@@ -189,6 +191,16 @@ static bool opt_info_go(struct nbd_conn *c, uint32_t opt, const unsigned char *d
 	nbd_put32(nbd_put32(nbd_put32(b, s->min_block), s->pref_block), s->max_payload);
 	if (!send_info(c, opt, NBD_INFO_BLOCK_SIZE, b, 12))
 		return false;
+	/* A client that did not ask for the sizes assumes 512 bytes at best
+	 * (proto.md, "Size constraints"): with larger sectors its requests would
+	 * fail one by one, so it is refused now, as the protocol allows.
+	 * NBD_OPT_EXPORT_NAME clients are still served (they may have been told
+	 * the size out of band, like nbd-client -b 4096) and get EINVAL. */
+	if (opt == NBD_OPT_GO && !want_block && s->min_block > 512)
+		return reply_err(c, opt, NBD_REP_ERR_BLOCK_SIZE_REQD,
+		                 "the minimum block size is %" PRIu32
+		                 ": ask for NBD_INFO_BLOCK_SIZE to use this export",
+		                 s->min_block);
 	if (!reply(c, opt, NBD_REP_ACK, NULL, 0))
 		return false;
 	if (opt == NBD_OPT_GO)

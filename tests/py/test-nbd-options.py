@@ -2,7 +2,8 @@
 # Option haggling, by libnbd's option mode and by hand: LIST, INFO, GO, ABORT,
 # EXPORT_NAME, STRUCTURED_REPLY, LIST/SET_META_CONTEXT, STARTTLS without TLS,
 # unknown options (answered NBD_REP_ERR_UNSUP, haggling goes on), clients
-# that are not fixed-newstyle, names, descriptions and block sizes.
+# that are not fixed-newstyle, names, descriptions and block sizes (GO
+# without a block-size request refused where the minimum is above 512).
 import struct
 import sys
 
@@ -168,6 +169,33 @@ def default_name():
         h.shutdown()
 
 
+def large_sectors():
+    # 4 KiB sectors: the minimum block size is 4096, which a client that did
+    # not ask for NBD_INFO_BLOCK_SIZE cannot know; NBD_OPT_GO is refused for
+    # it with NBD_REP_ERR_BLOCK_SIZE_REQD (after the sizes, as proto.md asks)
+    with Server("ram:size=1M,sector-size=4096") as srv:
+        r = Raw(srv.sock)
+        r.greeting()
+        r.opt(OPT_GO, go_data(b"", ()))
+        rep = r.replies()
+        assert rep[-1][0] == REP_ERR_BLOCK_SIZE_REQD, rep
+        infos = {struct.unpack(">H", d[:2])[0]: d[2:] for t, d in rep if t == REP_INFO}
+        assert struct.unpack(">III", infos[INFO_BLOCK_SIZE]) == (4096, 4096, 32 << 20), infos
+        # INFO commits to nothing; GO with the request enters transmission
+        r.opt(OPT_INFO, go_data(b"", ()))
+        assert r.replies()[-1][0] == REP_ACK
+        r.go(b"", infos=(INFO_NAME, INFO_BLOCK_SIZE))
+        r.request(CMD_READ, 0, 4096, cookie=1)
+        assert r.read_reply(4096)[:2] == (1, 0)
+        r.request(CMD_READ, 512, 512, cookie=2)
+        assert r.read_reply(512)[:2] == (2, EINVAL)
+        r.close()
+        # libnbd asks for the sizes
+        h = connect(srv)
+        assert h.get_block_size(nbd.SIZE_MINIMUM) == 4096
+        h.shutdown()
+
+
 def main():
     with Server("ram:size=8M", "--export-name", "disk0", "--description", "a test disk") as srv:
         libnbd_opt_mode(srv)
@@ -175,6 +203,7 @@ def main():
         export_name_paths(srv)
         assert srv.alive()
     default_name()
+    large_sectors()
     print("ok")
 
 
