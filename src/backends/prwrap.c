@@ -43,6 +43,7 @@
  * The I/O path reads one atomic per request (this initiator's access, set
  * under the domain's lock whenever the state changes), so reservations cost
  * nothing while nobody holds one. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -419,9 +420,10 @@ static int state_load(const char *path, struct pr_state *st, uint16_t *next_ctrl
 			    path, i);
 			goto fail;
 		}
+		/* strtoull alone would take " 1", "+1" and "-1" (as 2^64 - 1) */
 		errno = 0;
-		uint64_t key = k ? strtoull(k, &end, 0) : 0;
-		if (!k || errno || *end || key == 0) {
+		uint64_t key = k && isdigit((unsigned char)k[0]) ? strtoull(k, &end, 0) : 0;
+		if (!key || errno || *end) {
 			vdisk_set_error(
 			    "state-file '%s': registrants[%zu].key: expected a non-zero key "
 			    "such as \"0x1234\"",

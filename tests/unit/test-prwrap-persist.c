@@ -161,6 +161,18 @@ static void test_bad_state_files(void **state)
 	     "\"registrants\":[{\"host-id\":\"0000000000000001\",\"key\":\"0\"}]}",
 	     "registrants[0].key"},
 	    {"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":true,\"type\":\"none\","
+	     "\"registrants\":[{\"host-id\":\"0000000000000001\",\"key\":\"-1\"}]}",
+	     "registrants[0].key"},
+	    {"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":true,\"type\":\"none\","
+	     "\"registrants\":[{\"host-id\":\"0000000000000001\",\"key\":\" 0x10\"}]}",
+	     "registrants[0].key"},
+	    {"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":true,\"type\":\"none\","
+	     "\"registrants\":[{\"host-id\":\"0000000000000001\",\"key\":\"+5\"}]}",
+	     "registrants[0].key"},
+	    {"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":true,\"type\":\"none\","
+	     "\"registrants\":[{\"host-id\":\"0000000000000001\",\"key\":\"0x\"}]}",
+	     "registrants[0].key"},
+	    {"{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":true,\"type\":\"none\","
 	     "\"registrants\":[{\"host-id\":\"0000000000000001\",\"key\":\"0x1\"},"
 	     "{\"host-id\":\"0000000000000001\",\"key\":\"0x2\"}]}",
 	     "registrants[1]: host-id registered twice"},
@@ -182,6 +194,7 @@ static void test_bad_state_files(void **state)
 		    "{\"type\":\"prwrap\",\"state-file\":\"@TMP@/%s\",\"inner\":\"ram:size=1M\"}",
 		    name);
 		expect_open_error(spec, cases[i].what);
+		expect_open_error(spec, name); /* the message names the file */
 	}
 	/* a good one written by hand */
 	write_state("good.json",
