@@ -494,17 +494,45 @@ static void split_reset(struct stripe_q *sq, unsigned k)
 		sq->m_count[sq->touched[j]] = 0;
 }
 
+/* Submit the children of a request split() cut into k member ranges, and
+ * clear its counters; the request's buffer goes back if nothing was
+ * submitted. */
+static int submit_split(struct vdisk_req *r, const struct stripe *s, struct stripe_q *sq,
+                        unsigned k)
+{
+	struct stripe_ctx *x = vdisk_req_ctx(r);
+	int rc = fan_out(r, s, sq, k);
+	split_reset(sq, k);
+	if (rc < 0 && x->buf) {
+		buf_put(sq, x->buf, x->buf_class);
+		x->buf = NULL;
+	}
+	return rc;
+}
+
+/* Start r with no error and no buffer; complete it at once if it asks for
+ * nothing (then true). */
+static bool start_empty(struct vdisk_req *r)
+{
+	struct stripe_ctx *x = vdisk_req_ctx(r);
+	x->st = vdisk_status_ok();
+	x->buf = NULL;
+	bool extents = r->op == VDISK_OP_EXTENTS;
+	if (r->count && (!extents || r->ext_max))
+		return false;
+	if (extents)
+		*r->ext_n = 0;
+	vdisk_req_complete(r, x->st);
+	return true;
+}
+
 static int striped_rw(struct vdisk_req *r)
 {
 	struct stripe *s = vdisk_priv(r->disk);
 	struct stripe_q *sq = vdisk_req_qstate(r);
 	struct stripe_ctx *x = vdisk_req_ctx(r);
-	x->st = vdisk_status_ok();
-	x->buf = NULL;
-	if (r->count == 0) {
-		vdisk_req_complete(r, x->st);
+	if (start_empty(r))
 		return 0;
-	}
 	uint64_t c0 = r->sector / s->spc, c1 = (r->sector + r->count - 1) / s->spc;
 	if (c0 == c1) {
 		/* inside one chunk, the common case: one child on the caller's buffer */
@@ -528,10 +556,11 @@ static int striped_rw(struct vdisk_req *r)
 		sq->m_pos[d] = (unsigned)total;
 		total += sq->m_niov[d];
 	}
-	int rc = -ENOMEM;
 	struct iovec *iov = x->buf = buf_get(sq, total * sizeof *iov, &x->buf_class);
-	if (!iov)
-		goto out;
+	if (!iov) {
+		split_reset(sq, k);
+		return -ENOMEM;
+	}
 	/* gather: walk the request again, placing each piece in its member's list */
 	cur = (struct cur){r->iov, r->iovcnt, 0, 0};
 	uint64_t end = r->sector + r->count;
@@ -541,14 +570,7 @@ static int striped_rw(struct vdisk_req *r)
 		sq->m_pos[d] += take(&cur, (size_t)(len << s->shift), iov + sq->m_pos[d]);
 		l += len;
 	}
-	rc = fan_out(r, s, sq, k);
-out:
-	split_reset(sq, k);
-	if (rc < 0 && x->buf) {
-		buf_put(sq, x->buf, x->buf_class);
-		x->buf = NULL;
-	}
-	return rc;
+	return submit_split(r, s, sq, k);
 }
 
 /* Unmap and write-zeroes: one range per member. */
@@ -556,17 +578,9 @@ static int striped_range(struct vdisk_req *r)
 {
 	struct stripe *s = vdisk_priv(r->disk);
 	struct stripe_q *sq = vdisk_req_qstate(r);
-	struct stripe_ctx *x = vdisk_req_ctx(r);
-	x->st = vdisk_status_ok();
-	x->buf = NULL;
-	if (r->count == 0) {
-		vdisk_req_complete(r, x->st);
+	if (start_empty(r))
 		return 0;
-	}
-	unsigned k = split(s, sq, r->sector, r->count, NULL);
-	int rc = fan_out(r, s, sq, k);
-	split_reset(sq, k);
-	return rc;
+	return submit_split(r, s, sq, split(s, sq, r->sector, r->count, NULL));
 }
 
 /* Extents: one request per member into its slice of one buffer; piece_done
@@ -576,13 +590,8 @@ static int striped_extents(struct vdisk_req *r)
 	struct stripe *s = vdisk_priv(r->disk);
 	struct stripe_q *sq = vdisk_req_qstate(r);
 	struct stripe_ctx *x = vdisk_req_ctx(r);
-	x->st = vdisk_status_ok();
-	x->buf = NULL;
-	if (r->count == 0 || r->ext_max == 0) {
-		*r->ext_n = 0;
-		vdisk_req_complete(r, x->st);
+	if (start_empty(r))
 		return 0;
-	}
 	unsigned k = split(s, sq, r->sector, r->count, NULL);
 	unsigned per = EXT_BUDGET / k;
 	if (per < EXT_MIN_PER_MEMBER)
@@ -591,23 +600,17 @@ static int striped_extents(struct vdisk_req *r)
 		per = r->ext_max;
 	size_t head = sizeof(struct ext_slots) + k * sizeof(struct ext_slot);
 	head = (head + _Alignof(struct vdisk_extent) - 1) & ~(_Alignof(struct vdisk_extent) - 1);
-	int rc = -ENOMEM;
 	struct ext_slots *es = x->buf =
 	    buf_get(sq, head + (size_t)k * per * sizeof(struct vdisk_extent), &x->buf_class);
-	if (!es)
-		goto out;
+	if (!es) {
+		split_reset(sq, k);
+		return -ENOMEM;
+	}
 	es->k = k;
 	es->per = per;
 	es->ext = (struct vdisk_extent *)((unsigned char *)es + head);
 	memset(es->slot, 0, k * sizeof *es->slot);
-	rc = fan_out(r, s, sq, k);
-out:
-	split_reset(sq, k);
-	if (rc < 0 && x->buf) {
-		buf_put(sq, x->buf, x->buf_class);
-		x->buf = NULL;
-	}
-	return rc;
+	return submit_split(r, s, sq, k);
 }
 
 static int striped_flush(struct vdisk_req *r)
