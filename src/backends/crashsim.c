@@ -330,39 +330,62 @@ static void forget(struct crashsim *c, struct cs_ctx *x)
 	x->rec = NULL;
 }
 
+/* Make r's record: of a write, with a copy of its data, or of an unmap or
+ * write-zeroes; NULL when memory runs out. */
+static struct cs_rec *rec_new(struct vdisk_req *r)
+{
+	struct cs_ctx *x = vdisk_req_ctx(r);
+	bool zero = r->op != VDISK_OP_WRITE;
+	struct cs_rec *rec = malloc(sizeof *rec + (zero ? 0 : r->len));
+	if (!rec)
+		return NULL;
+	memset(rec, 0, sizeof *rec);
+	rec->sector = r->sector;
+	rec->count = r->count;
+	rec->zero = zero;
+	/* unmap and write-zeroes always survive */
+	rec->durable = zero || (r->flags & VDISK_IO_FUA) != 0;
+	if (!zero)
+		vdisk_iov_to_buf(r->iov, r->iovcnt, 0, rec->data, r->len);
+	x->rec = rec;
+	x->pre = NULL;
+	return rec;
+}
+
+/* Log r's record as in flight; unless the disk has crashed: then free the
+ * record, complete r dead and return false.  For a write, *need_pre says
+ * whether a sector of it has no saved old content yet. */
+static bool rec_log(struct crashsim *c, struct vdisk_req *r, bool *need_pre)
+{
+	struct cs_rec *rec = ((struct cs_ctx *)vdisk_req_ctx(r))->rec;
+	pthread_mutex_lock(&c->lock);
+	if (c->crashed) {
+		pthread_mutex_unlock(&c->lock);
+		free(rec);
+		vdisk_req_complete(r, dead());
+		return false;
+	}
+	for (uint64_t s = r->sector; need_pre && s < r->sector + r->count && !*need_pre; s++)
+		*need_pre = !smap_get(&c->base, s);
+	rec->seq = ++c->seq;
+	*c->tail = rec;
+	c->tail = &rec->next;
+	c->inflight++;
+	pthread_mutex_unlock(&c->lock);
+	return true;
+}
+
 static int crashsim_write(struct vdisk_req *r)
 {
 	struct crashsim *c = vdisk_priv(r->disk);
 	struct cs_ctx *x = vdisk_req_ctx(r);
 	if (r->len == 0)
 		return vdisk_req_forward(r, c->inner);
-	struct cs_rec *rec = malloc(sizeof *rec + r->len);
-	if (!rec)
+	if (!rec_new(r))
 		return -ENOMEM;
-	memset(rec, 0, sizeof *rec);
-	rec->sector = r->sector;
-	rec->count = r->count;
-	rec->durable = (r->flags & VDISK_IO_FUA) != 0;
-	vdisk_iov_to_buf(r->iov, r->iovcnt, 0, rec->data, r->len);
-	x->rec = rec;
-	x->pre = NULL;
-
-	pthread_mutex_lock(&c->lock);
-	if (c->crashed) {
-		pthread_mutex_unlock(&c->lock);
-		free(rec);
-		vdisk_req_complete(r, dead());
-		return 0;
-	}
 	bool need_pre = false;
-	for (uint64_t s = r->sector; s < r->sector + r->count && !need_pre; s++)
-		need_pre = !smap_get(&c->base, s);
-	rec->seq = ++c->seq;
-	*c->tail = rec;
-	c->tail = &rec->next;
-	c->inflight++;
-	pthread_mutex_unlock(&c->lock);
-
+	if (!rec_log(c, r, &need_pre))
+		return 0;
 	int rc = -ENOMEM;
 	if (need_pre) {
 		x->pre = malloc(sizeof *x->pre + r->len);
@@ -380,27 +403,10 @@ static int crashsim_zero(struct vdisk_req *r)
 {
 	struct crashsim *c = vdisk_priv(r->disk);
 	struct cs_ctx *x = vdisk_req_ctx(r);
-	struct cs_rec *rec = calloc(1, sizeof *rec);
-	if (!rec)
+	if (!rec_new(r))
 		return -ENOMEM;
-	rec->sector = r->sector;
-	rec->count = r->count;
-	rec->zero = true;
-	rec->durable = true;
-	x->rec = rec;
-	x->pre = NULL;
-	pthread_mutex_lock(&c->lock);
-	if (c->crashed) {
-		pthread_mutex_unlock(&c->lock);
-		free(rec);
-		vdisk_req_complete(r, dead());
+	if (!rec_log(c, r, NULL))
 		return 0;
-	}
-	rec->seq = ++c->seq;
-	*c->tail = rec;
-	c->tail = &rec->next;
-	c->inflight++;
-	pthread_mutex_unlock(&c->lock);
 	int rc = submit_child(r, K_ZERO);
 	if (rc < 0)
 		forget(c, x);
