@@ -201,6 +201,7 @@ class Raw:
                      struct.pack(">II", 1, len(q)) + q)
             r = self.replies()
             assert r[-1][0] == REP_ACK and r[0][0] == REP_META_CONTEXT, r
+            self.ctx_id = struct.unpack(">I", r[0][1][:4])[0]
         self.opt(OPT_GO, go_data(name, infos))
         r = self.replies()
         assert r[-1][0] == REP_ACK, f"GO failed: {r}"
