@@ -187,6 +187,31 @@ static unsigned hist_bucket(uint64_t ticks)
 
 static void write_zeroes_emulate(struct vdisk_req *r);
 
+/* An extent list as the contract has it: at most max extents, contiguous from
+ * the request's sector, none empty, inside the range, at least one for a
+ * non-empty range.  More than max has already written past the caller's
+ * array: a bug to stop at.  Any other flaw becomes an I/O error rather than a
+ * wrong map for the caller (an NBD client, a converter skipping "holes"). */
+static vdisk_status check_extents(struct vdisk_req *r)
+{
+	unsigned n = *r->ext_n;
+	if (VD_UNLIKELY(n > r->ext_max))
+		vd_bug("%s: extents: %u extents returned for an array of %u", r->disk->drv->name, n,
+		       r->ext_max);
+	uint64_t next = r->sector, end = r->sector + r->count;
+	for (unsigned i = 0; i < n; i++) {
+		const struct vdisk_extent *e = &r->ext[i];
+		if (e->sector != next || e->count == 0 || e->count > end - next)
+			goto bad;
+		next += e->count;
+	}
+	if (n == 0 && r->count && r->ext_max)
+		goto bad;
+	return vdisk_status_ok();
+bad:
+	return vdisk_status_io(EIO);
+}
+
 void vd_deliver(struct vdisk_req *r)
 {
 	struct vdisk_queue *q = r->q;
@@ -200,6 +225,9 @@ void vd_deliver(struct vdisk_req *r)
 		write_zeroes_emulate(r);
 		return;
 	}
+
+	if (VD_UNLIKELY(op == VDISK_OP_EXTENTS) && st.kind == VDISK_OK)
+		st = check_extents(r);
 
 	struct vd_stats *s = &q->stats[r->pool];
 	uint64_t bytes = op <= VDISK_OP_WRITE ? r->len

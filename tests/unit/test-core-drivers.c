@@ -197,6 +197,29 @@ static int broken_write(struct vdisk_req *r)
 	return -EIO;
 }
 
+/* extent lists that break the contract, chosen by the request's sector */
+static int broken_extents(struct vdisk_req *r)
+{
+	struct vdisk_extent *e = r->ext;
+	uint64_t s = r->sector;
+	unsigned n = 1;
+	e[0] = (struct vdisk_extent){.sector = s, .count = r->count};
+	switch (s) {
+	case 0: e[0].sector = s + 1; break;       /* not from the request's sector */
+	case 1: e[0].count = 0; break;            /* empty */
+	case 2: e[0].count = r->count + 1; break; /* past the range */
+	case 3: n = 0; break;                     /* nothing for a non-empty range */
+	case 4:
+		e[0].count = 1, e[1] = (struct vdisk_extent){.sector = s + 2, .count = 1}, n = 2;
+		break;                     /* a gap */
+	case 5: n = r->ext_max + 1; break; /* more than the array holds */
+	default: break;                    /* right */
+	}
+	*r->ext_n = n;
+	vdisk_req_complete(r, vdisk_status_ok());
+	return 0;
+}
+
 static const struct vdisk_driver broken_driver = {
     .struct_size = sizeof(struct vdisk_driver),
     .name = "broken",
@@ -205,6 +228,7 @@ static const struct vdisk_driver broken_driver = {
     .close = mini_close,
     .read = broken_read,
     .write = broken_write,
+    .extents = broken_extents,
 };
 
 static int setup_drivers(void **state)
@@ -556,11 +580,32 @@ static void do_complete_then_error(void)
 	tu_write(q, 0, buf, 512, 0);
 }
 
+static void do_extents_overrun(void)
+{
+	struct vdisk *d = vdisk_open("broken:size=1M", 0);
+	struct vdisk_extent e[4];
+	unsigned n;
+	vdisk_extents_sync(d, 5, 8, e, 2, &n);
+}
+
 static void test_broken_driver_caught(void **state)
 {
 	(void)state;
 	expect_abort(do_double_completion, "completed twice");
 	expect_abort(do_complete_then_error, "returned -5 after completing the request");
+	expect_abort(do_extents_overrun, "3 extents returned for an array of 2");
+	/* a malformed extent list never reaches the caller: an I/O error instead */
+	struct vdisk *d = tu_open("broken:size=1M", 0);
+	struct vdisk_extent e[4];
+	unsigned n;
+	for (uint64_t s = 0; s <= 4; s++) {
+		vdisk_status st = vdisk_extents_sync(d, s, 8, e, 4, &n);
+		assert_int_equal(st.kind, VDISK_ERR_IO);
+		assert_int_equal(st.errnum, EIO);
+	}
+	assert_true(vdisk_ok(vdisk_extents_sync(d, 6, 8, e, 4, &n)));
+	assert_int_equal(n, 1);
+	vdisk_unref(d);
 }
 
 int main(void)
