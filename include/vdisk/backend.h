@@ -182,7 +182,9 @@ struct vdisk_meta {
 /* The metadata a driver's open fills in.  Zeroed before open. */
 struct vdisk_meta *vdisk_meta(struct vdisk *d);
 
-/* Copy inner's metadata (for decorators) and make the sector count follow it:
+/* Copy inner's metadata (for decorators) and make the sector count follow it
+ * (VDISK_CAP_RESIZE and VDISK_CAP_EJECT come along; the core drops them where
+ * the decorator's table lacks the hook):
  * vdisk_sector_count(d) then reads inner's count, and a resize of inner wakes
  * d's vdisk_wait_resize() waiters.  Keeps req_ctx_size. */
 void vdisk_meta_inherit(struct vdisk *d, struct vdisk *inner);
@@ -235,6 +237,8 @@ struct vdisk_driver {
 	int (*unmap)(struct vdisk_req *r);
 	int (*write_zeroes)(struct vdisk_req *r);
 	int (*extents)(struct vdisk_req *r);
+	/* Called only when the driver put VDISK_CAP_EJECT in its metadata
+	 * (vdisk_meta_inherit() copies it from the disk below). */
 	int (*eject)(struct vdisk_req *r);
 
 	/* Control path (any thread).  resize is called only when the driver put

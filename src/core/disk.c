@@ -152,8 +152,9 @@ static int validate_meta(struct vdisk *d)
 		m->caps |= VDISK_CAP_WRITE_ZEROES;
 	if (d->drv->extents)
 		m->caps |= VDISK_CAP_EXTENTS;
-	if (d->drv->eject)
-		m->caps |= VDISK_CAP_EJECT;
+	/* declared, like resize: a decorator can eject when the disk below can */
+	if (!d->drv->eject)
+		m->caps &= ~(unsigned)VDISK_CAP_EJECT;
 	/* write-zeroes on a disk that unmaps to zeroes is fast through unmap */
 	if (m->unmap == VDISK_UNMAP_ZEROES)
 		m->caps |= VDISK_CAP_FAST_ZERO;
@@ -519,8 +520,7 @@ VD_EXPORT void vdisk_meta_inherit(struct vdisk *d, struct vdisk *inner)
 	/* the core re-derives these from the decorator's own driver table */
 	d->meta.caps &= ~(unsigned)(VDISK_CAP_WRITE_ZEROES | VDISK_CAP_EXTENTS | VDISK_CAP_RESIZE |
 	                            VDISK_CAP_EJECT | VDISK_CAP_FAST_ZERO);
-	if (inner->meta.caps & VDISK_CAP_RESIZE)
-		d->meta.caps |= VDISK_CAP_RESIZE;
+	d->meta.caps |= inner->meta.caps & (VDISK_CAP_RESIZE | VDISK_CAP_EJECT);
 	d->size_src = inner;
 }
 

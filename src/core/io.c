@@ -336,7 +336,7 @@ static int dispatch(struct vdisk_req *r)
 		break;
 	case VDISK_OP_EXTENTS: fn = drv->extents ? drv->extents : emulate_extents; break;
 	case VDISK_OP_EJECT:
-		fn = drv->eject;
+		fn = r->disk->meta.caps & VDISK_CAP_EJECT ? drv->eject : NULL;
 		if (!fn) {
 			finish(r, vdisk_status_make(VDISK_ERR_UNSUPPORTED_EJECT, 0));
 			return 0;
