@@ -442,7 +442,7 @@ static int crashsim_flush(struct vdisk_req *r)
 	return submit_child(r, K_FLUSH);
 }
 
-/* Reads and extents: passed down until a crash. */
+/* Reads, extents and eject: passed down until a crash. */
 static int crashsim_forward(struct vdisk_req *r)
 {
 	struct crashsim *c = vdisk_priv(r->disk);
@@ -832,6 +832,7 @@ const struct vdisk_driver vdisk_driver_crashsim = {
     .unmap = crashsim_zero,
     .write_zeroes = crashsim_zero,
     .extents = crashsim_forward,
+    .eject = crashsim_forward,
     .inspect = crashsim_inspect,
     .ctl = crashsim_ctl,
 };

@@ -725,6 +725,7 @@ const struct vdisk_driver vdisk_driver_crypt = {
     .flush = crypt_forward,
     .unmap = crypt_forward,
     .extents = crypt_extents,
+    .eject = crypt_forward,
     .inspect = crypt_inspect,
     .secret_keys = crypt_secrets,
 };

@@ -99,7 +99,7 @@ static int delay_unmap(struct vdisk_req *r)
 	return delay_submit(r, D_UNMAP);
 }
 
-static int delay_extents(struct vdisk_req *r)
+static int delay_forward(struct vdisk_req *r)
 {
 	struct delay *dl = vdisk_priv(r->disk);
 	return vdisk_req_forward(r, dl->inner);
@@ -175,7 +175,8 @@ const struct vdisk_driver vdisk_driver_delay = {
     .flush = delay_flush,
     .unmap = delay_unmap,
     .write_zeroes = delay_write,
-    .extents = delay_extents,
+    .extents = delay_forward,
+    .eject = delay_forward,
     .inspect = delay_inspect,
     .ctl = delay_ctl,
 };

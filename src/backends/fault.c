@@ -15,8 +15,8 @@
  *            buffer, and fail; "lost": acknowledge without doing it
  *   once     disarm after firing; sticky: once fired, fail every later
  *            matching request whatever the trigger (a dead sector)
- * Rules are armed, disarmed, added, removed and listed at run time with
- * vdisk_ctl.  Every rule counts each request it matches; the first rule that
+ * Extents and eject pass down untouched by rules.  Rules are armed,
+ * disarmed, added, removed and listed at run time with vdisk_ctl.  Every rule counts each request it matches; the first rule that
  * fires decides the request's fate.
  *
  * With no armed rule a request costs one atomic load and a forward; rules are
@@ -711,6 +711,7 @@ const struct vdisk_driver vdisk_driver_fault = {
     .unmap = fault_submit,
     .write_zeroes = fault_submit,
     .extents = fault_submit,
+    .eject = fault_submit,
     .inspect = fault_inspect,
     .ctl = fault_ctl,
 };

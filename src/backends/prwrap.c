@@ -28,7 +28,7 @@
  *    release, nor a register that changed nothing), and restarts at 0 at power
  *    on.
  * Reads and writes (flush, unmap and write-zeroes are writes, as in SBC and
- * NVMe; extents is a read) that the reservation excludes for this initiator
+ * NVMe, and so is eject, as START STOP UNIT is in SPC-4; extents is a read) that the reservation excludes for this initiator
  * complete with reservation-conflict: write-exclusive lets only the holder
  * write, exclusive-access lets only the holder in at all, and the
  * registrants-only and all-registrants types extend that to every registrant.
@@ -952,6 +952,7 @@ const struct vdisk_driver vdisk_driver_prwrap = {
     .unmap = prw_submit,
     .write_zeroes = prw_submit,
     .extents = prw_submit,
+    .eject = prw_submit,
     .inspect = prw_inspect,
     .pr = &prw_pr_ops,
 };

@@ -22,7 +22,10 @@
  * its member's extents, and neighbours with the same flags are merged.  The
  * answer stops where a member's answer stops (members may cover a prefix) or
  * where the caller's max is reached, so it covers a prefix of the range as the
- * contract allows. */
+ * contract allows.
+ *
+ * Eject is refused (no hook): the members are not one medium, and ejecting
+ * some of them when another fails would leave neither disk nor medium. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
