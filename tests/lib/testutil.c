@@ -161,6 +161,12 @@ vdisk_status tu_extents(struct vdisk_queue *q, uint64_t sector, uint64_t count,
 	return finish(q, &w, vdisk_extents(q, sector, count, ext, max, n, done_cb, &w));
 }
 
+vdisk_status tu_eject(struct vdisk_queue *q)
+{
+	struct waiter w = {0};
+	return finish(q, &w, vdisk_eject(q, done_cb, &w));
+}
+
 const char *tu_st(vdisk_status st)
 {
 	return vdisk_error_name((enum vdisk_error)st.kind);

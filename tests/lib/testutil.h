@@ -34,6 +34,7 @@ vdisk_status tu_write_zeroes(struct vdisk_queue *q, uint64_t sector, uint64_t co
                              unsigned flags);
 vdisk_status tu_extents(struct vdisk_queue *q, uint64_t sector, uint64_t count,
                         struct vdisk_extent *ext, unsigned max, unsigned *n);
+vdisk_status tu_eject(struct vdisk_queue *q);
 
 /* "illegal-block" etc. for messages */
 const char *tu_st(vdisk_status st);

@@ -57,27 +57,13 @@ static const struct vdisk_driver ej_driver = {
     .eject = ej_eject,
 };
 
-struct wait {
-	bool done;
-	vdisk_status st;
-};
-static void eject_done(void *o, vdisk_status st)
-{
-	struct wait *w = o;
-	w->st = st;
-	w->done = true;
-}
-
 static vdisk_status eject(struct vdisk *d)
 {
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 	assert_non_null(q);
-	struct wait w = {false, {0}};
-	assert_int_equal(vdisk_eject(q, eject_done, &w), 0);
-	while (!w.done)
-		vdisk_queue_wait(q, -1);
+	vdisk_status st = tu_eject(q);
 	vdisk_queue_destroy(q);
-	return w.st;
+	return st;
 }
 
 static int setup(void **state)
