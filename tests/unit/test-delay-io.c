@@ -125,7 +125,9 @@ static void test_many_in_flight(void **state)
 	assert_int_equal(m.errors, 0);
 	assert_true(el >= 25000000u);
 	printf("%u delayed requests took %.1f ms\n", N + 2, (double)el / 1e6);
-	assert_true(el < 2000000000u);
+	/* one after another they would take 100 s; a loaded machine may be slow,
+	 * so the bound only tells "in flight together" from "in turn" */
+	assert_true(el < 20000000000u);
 	vdisk_queue_destroy(q);
 	vdisk_unref(d);
 	free(buf);
