@@ -203,12 +203,23 @@ static int state_copy(struct pr_state *dst, const struct pr_state *src)
 	return 0;
 }
 
+/* Registrants a domain keeps (SPC-4's "insufficient registration resources"
+ * past it): bounds the linear look-ups and what a state file can make us load. */
+enum { PR_MAX_REGISTRANTS = 4096 };
+
+/* Returns 0, or -1 with errno ENOSPC (the domain is full) or ENOMEM. */
 static int state_add(struct pr_state *st, const uint8_t *host, uint8_t len, uint16_t ctrl,
                      uint64_t key)
 {
-	struct pr_reg *r = realloc(st->regs, (st->n + 1) * sizeof *r);
-	if (!r)
+	if (st->n >= PR_MAX_REGISTRANTS) {
+		errno = ENOSPC;
 		return -1;
+	}
+	struct pr_reg *r = realloc(st->regs, (st->n + 1) * sizeof *r);
+	if (!r) {
+		errno = ENOMEM;
+		return -1;
+	}
 	st->regs = r;
 	memset(&r[st->n], 0, sizeof *r);
 	memcpy(r[st->n].host, host, len);
@@ -401,6 +412,12 @@ static int state_load(const char *path, struct pr_state *st, uint16_t *next_ctrl
 		vdisk_set_error("state-file '%s': registrants: expected an array", path);
 		goto fail;
 	}
+	if (json_array_size(regs) > PR_MAX_REGISTRANTS) {
+		vdisk_set_error("state-file '%s': registrants: %zu of them, more than the %d a "
+		                "domain keeps",
+		                path, json_array_size(regs), PR_MAX_REGISTRANTS);
+		goto fail;
+	}
 	st->ptpl = json_is_true(ptpl);
 	if (!st->ptpl) {
 		json_decref(o);
@@ -436,7 +453,7 @@ static int state_load(const char *path, struct pr_state *st, uint16_t *next_ctrl
 			goto fail;
 		}
 		if (state_add(st, host, len, (*next_ctrl)++, key) < 0) {
-			vdisk_set_error_errno(ENOMEM, "state-file '%s'", path);
+			vdisk_set_error_errno(errno, "state-file '%s'", path);
 			goto fail;
 		}
 	}
@@ -732,7 +749,7 @@ static vdisk_status op_register(struct prw *p, struct pr_state *st, void *arg)
 		state_remove(st, (unsigned)i);
 	} else if (i < 0) {
 		if (state_add(st, p->host, p->host_len, p->ctrl, a->new_key) < 0)
-			return vdisk_status_io(ENOMEM);
+			return vdisk_status_io(errno);
 	} else {
 		st->regs[i].key = a->new_key;
 	}

@@ -3,6 +3,7 @@
  * (generation back to 0), ignored without PTPL; a failed save changes
  * nothing; malformed state files and clashing domains are refused with
  * messages that name the field. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -216,6 +217,47 @@ static void test_bad_state_files(void **state)
 	vdisk_unref(d);
 }
 
+/* A state file with n registrants, host ids 1..n. */
+static void write_many(const char *name, unsigned n)
+{
+	size_t cap = 128 + (size_t)n * 64, len = 0;
+	char *t = malloc(cap);
+	len += (size_t)snprintf(t, cap,
+	                        "{\"format\":\"vdisk-prwrap\",\"version\":1,\"ptpl\":true,"
+	                        "\"type\":\"none\",\"registrants\":[");
+	for (unsigned i = 1; i <= n; i++)
+		len +=
+		    (size_t)snprintf(t + len, cap - len, "%s{\"host-id\":\"%016x\",\"key\":\"%u\"}",
+		                     i > 1 ? "," : "", i, i);
+	snprintf(t + len, cap - len, "]}");
+	write_state(name, t);
+	free(t);
+}
+
+/* A domain keeps at most 4096 registrants: a state file with more is refused
+ * at open (by its size, before anything is parsed), one with 4096 loads. */
+static void test_registrant_limit(void **state)
+{
+	(void)state;
+	write_many("many.json", 4097);
+	expect_open_error("{\"type\":\"prwrap\",\"state-file\":\"@TMP@/many.json\","
+	                  "\"inner\":\"ram:size=1M\"}",
+	                  "4097 of them, more than the 4096 a domain keeps");
+	write_many("full.json", 4096);
+	struct vdisk *d = tu_open("{\"type\":\"prwrap\",\"state-file\":\"@TMP@/full.json\","
+	                          "\"host-id\":\"0000000000002000\",\"inner\":\"ram:size=1M\"}",
+	                          0);
+	struct vdisk_pr_report rep;
+	struct vdisk_pr_registrant reg;
+	assert_int_equal(vdisk_pr_report(d, &rep, &reg, 1).kind, VDISK_OK);
+	assert_int_equal(rep.nregistrants, 4096);
+	/* a full domain refuses one more, as insufficient resources */
+	vdisk_status st = vdisk_pr_register(d, 0, 0x77, 0);
+	assert_int_equal(st.kind, VDISK_ERR_IO);
+	assert_int_equal(st.errnum, ENOSPC);
+	vdisk_unref(d);
+}
+
 static void test_domain_clashes(void **state)
 {
 	(void)state;
@@ -253,9 +295,8 @@ static void test_domain_clashes(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_power_cycle),
-	    cmocka_unit_test(test_failed_save),
-	    cmocka_unit_test(test_bad_state_files),
+	    cmocka_unit_test(test_power_cycle),     cmocka_unit_test(test_failed_save),
+	    cmocka_unit_test(test_bad_state_files), cmocka_unit_test(test_registrant_limit),
 	    cmocka_unit_test(test_domain_clashes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
