@@ -315,6 +315,10 @@ int vdisk_cfg_uint(json_t *cfg, const char *key, uint64_t *out);
 int vdisk_parse_size(const char *s, uint64_t *out);
 int vdisk_parse_duration(const char *s, uint64_t *ns);
 int vdisk_parse_bool(const char *s, bool *out);
+/* Exactly 2*len hexadecimal digits (either case) into len bytes.  Returns 0, or
+ * -1 without setting an error, so that a caller decoding a secret can word its
+ * own message (out may then hold part of the value: clear it). */
+int vdisk_parse_hex(const char *s, void *out, size_t len);
 
 /* Set the thread-local control-path error; returns -1.  The stack builder
  * prefixes it with the layer's place in the spec. */

@@ -313,17 +313,6 @@ static int crypt_iov(const struct crypt *c, struct crypt_q *cq, bool enc, uint64
 /* Keys and contexts                                                           */
 /* ------------------------------------------------------------------------- */
 
-static int hexval(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 /* Messages name the key and the length, never a byte of it. */
 static int load_key(json_t *cfg, unsigned char key[KEY_LEN])
 {
@@ -343,14 +332,9 @@ static int load_key(json_t *cfg, unsigned char key[KEY_LEN])
 			    "key-hex: %zu hex digits; an xts-aes-256 key is exactly %d "
 			    "(64 bytes: the data key, then the tweak key)",
 			    n, 2 * KEY_LEN);
-		for (size_t i = 0; i < KEY_LEN; i++) {
-			int a = hexval(hex[2 * i]), b = hexval(hex[2 * i + 1]);
-			if (a < 0 || b < 0) {
-				OPENSSL_cleanse(key, KEY_LEN);
-				return vdisk_set_error(
-				    "key-hex: not a string of hexadecimal digits");
-			}
-			key[i] = (unsigned char)(a << 4 | b);
+		if (vdisk_parse_hex(hex, key, KEY_LEN) < 0) {
+			OPENSSL_cleanse(key, KEY_LEN);
+			return vdisk_set_error("key-hex: not a string of hexadecimal digits");
 		}
 		return 0;
 	}

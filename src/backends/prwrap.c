@@ -259,28 +259,12 @@ static void hex(char *out, const uint8_t *b, size_t n)
 		snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
-static int hexval(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
+/* A host id: 8 or 16 bytes in hex. */
 static int parse_hex(const char *s, uint8_t *out, uint8_t *len)
 {
 	size_t n = strlen(s);
-	if (n != 16 && n != 32)
+	if ((n != 16 && n != 32) || vdisk_parse_hex(s, out, n / 2) < 0)
 		return -1;
-	for (size_t i = 0; i < n / 2; i++) {
-		int a = hexval(s[2 * i]), b = hexval(s[2 * i + 1]);
-		if (a < 0 || b < 0)
-			return -1;
-		out[i] = (uint8_t)(a << 4 | b);
-	}
 	*len = (uint8_t)(n / 2);
 	return 0;
 }

@@ -346,6 +346,31 @@ VD_EXPORT int vdisk_parse_bool(const char *s, bool *out)
 	return -1;
 }
 
+static int hex_digit(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+VD_EXPORT int vdisk_parse_hex(const char *s, void *out, size_t len)
+{
+	unsigned char *o = out;
+	if (!s || strlen(s) != 2 * len)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		int a = hex_digit(s[2 * i]), b = hex_digit(s[2 * i + 1]);
+		if (a < 0 || b < 0)
+			return -1;
+		o[i] = (unsigned char)(a << 4 | b);
+	}
+	return 0;
+}
+
 VD_EXPORT int vdisk_cfg_check(json_t *cfg, const char *const *allowed)
 {
 	const char *key;
