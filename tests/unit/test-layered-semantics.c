@@ -222,6 +222,91 @@ static void test_ram_unmap(void **state)
 	free(buf);
 }
 
+/* A RAM layer keeps its sectors in 1 GiB chunks: requests across a chunk
+ * boundary (writes, reads, unmaps, extents, cache fills), the memory an unmap
+ * gives back, and far sectors of a layer grown to 2^50 sectors. */
+static void test_ram_chunks(void **state)
+{
+	(void)state;
+	const uint64_t b = (1ull << 30) / SS; /* first sector of the second chunk */
+	char path[512];
+	snprintf(path, sizeof path, "%s/chunks.img", tu_tmpdir());
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0666);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 3ll << 30), 0);
+	unsigned char *buf = tu_alloc(256 * SS), *w = tu_alloc(64 * SS);
+	tu_pattern(buf, 256 * SS, b - 128, SS, 40);
+	assert_int_equal(pwrite(fd, buf, 256 * SS, (off_t)((b - 128) * SS)), 256 * SS);
+	close(fd);
+	struct vdisk *d = tu_open(
+	    "{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\"},{\"type\":\"ram\",\"read-cache\":"
+	    "true},{\"type\":\"disk\",\"disk\":\"file:path=@TMP@/chunks.img\"}]}",
+	    0);
+	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
+	/* a write across the boundary: 4 pages on each side */
+	tu_pattern(w, 64 * SS, b - 32, SS, 41);
+	assert_int_equal(tu_write(q, b - 32, w, 64 * SS, 0).kind, VDISK_OK);
+	assert_int_equal(stack_int(d, 0, "present_sectors"), 64);
+	assert_int_equal(stack_int(d, 0, "allocated_bytes"), 8 * 4096);
+	/* a read across it: the file, the write, the file; the cache takes the
+	 * file's part, also across the boundary */
+	memset(buf, 0xee, 256 * SS);
+	assert_int_equal(tu_read(q, b - 128, buf, 256 * SS).kind, VDISK_OK);
+	expect_pattern(buf, b - 128, 96, 40);
+	expect_pattern(buf + 96 * SS, b - 32, 64, 41);
+	expect_pattern(buf + 160 * SS, b + 32, 96, 40);
+	assert_int_equal(stack_int(d, 1, "present_sectors"), 192);
+	/* extents across it */
+	struct vdisk_extent e[4];
+	unsigned n = 0;
+	assert_int_equal(tu_extents(q, b - 40, 80, e, 4, &n).kind, VDISK_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(e[0].count, 80);
+	assert_int_equal(e[0].flags, 0);
+	vdisk_queue_destroy(q);
+	vdisk_unref(d);
+
+	/* one layer: an unmap across the boundary makes zeros, and the two
+	 * pages it empties go back */
+	d = tu_open("{\"type\":\"layered\",\"layers\":[{\"type\":\"ram\",\"size\":\"3G\"}]}", 0);
+	q = vdisk_queue_create(d, NULL);
+	assert_int_equal(tu_write(q, b - 32, w, 64 * SS, 0).kind, VDISK_OK);
+	assert_int_equal(tu_unmap(q, b - 8, 16).kind, VDISK_OK);
+	assert_int_equal(stack_int(d, 0, "present_sectors"), 48);
+	assert_int_equal(stack_int(d, 0, "allocated_bytes"), 6 * 4096);
+	memset(buf, 0xee, 64 * SS);
+	assert_int_equal(tu_read(q, b - 32, buf, 64 * SS).kind, VDISK_OK);
+	expect_pattern(buf, b - 32, 24, 41);
+	expect_zero(buf + 24 * SS, 16 * SS);
+	expect_pattern(buf + 40 * SS, b + 8, 24, 41);
+	tu_pattern(w, 64 * SS, b - 32, SS, 41);
+	assert_int_equal(tu_write(q, b - 32, w, 64 * SS, 0).kind, VDISK_OK);
+
+	/* grown far: its directory of chunks grows a level */
+	const uint64_t far = 1ull << 50;
+	assert_int_equal(vdisk_resize(d, far), 0);
+	assert_int_equal(tu_write(q, far - 64, w, 64 * SS, 0).kind, VDISK_OK);
+	assert_int_equal(tu_read(q, far - 64, buf, 64 * SS).kind, VDISK_OK);
+	expect_pattern(buf, b - 32, 64, 41);
+	assert_int_equal(tu_read(q, b - 32, buf, 64 * SS).kind, VDISK_OK);
+	expect_pattern(buf, b - 32, 64, 41);
+	assert_int_equal(tu_extents(q, b, far - b, e, 4, &n).kind, VDISK_OK);
+	assert_int_equal(n, 3);
+	assert_int_equal(e[0].count, 32);
+	assert_int_equal(e[1].count, far - 64 - b - 32);
+	assert_int_equal(e[1].flags, VDISK_EXTENT_HOLE | VDISK_EXTENT_ZERO);
+	assert_int_equal(e[2].sector, far - 64);
+	assert_int_equal(stack_int(d, 0, "present_sectors"), 128);
+	/* shrinking drops the far sectors and their memory */
+	assert_int_equal(vdisk_resize(d, b + 16), 0);
+	assert_int_equal(stack_int(d, 0, "present_sectors"), 48);
+	assert_int_equal(stack_int(d, 0, "allocated_bytes"), 6 * 4096);
+	vdisk_queue_destroy(q);
+	vdisk_unref(d);
+	free(buf);
+	free(w);
+}
+
 static void test_ram_sector_sizes(void **state)
 {
 	(void)state;
@@ -625,6 +710,7 @@ int main(void)
 	    cmocka_unit_test(test_ram_shrink_grow),
 	    cmocka_unit_test(test_wait_resize),
 	    cmocka_unit_test(test_ram_unmap),
+	    cmocka_unit_test(test_ram_chunks),
 	    cmocka_unit_test(test_ram_sector_sizes),
 	    cmocka_unit_test(test_read_cache),
 	    cmocka_unit_test(test_read_cache_never_stale),

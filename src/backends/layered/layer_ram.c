@@ -1,10 +1,17 @@
 /* ram layer: a sparse layer in memory with per-sector presence.
  *
- * Sectors live in pages of max(4096, sector size) bytes, found through a radix
- * tree over the page index (512 entries a node, as many levels as the size
- * needs).  A leaf entry is one word: the page's address with, in its low bits,
- * the presence mask of the page's sectors (at most 8 of them).  So presence and
- * data are published together and a reader needs one load per page.
+ * The sectors live where the ram backend keeps them: at their own offset in
+ * an anonymous mapping, so a copy needs no lookup of where a page went.  The
+ * disk is cut into chunks of 1 GiB, each its own mapping reserved without
+ * backing (MAP_NORESERVE) when first written; the kernel supplies memory a
+ * 4 KiB page at a time as sectors are written, and a radix tree over the chunk
+ * index (512 entries a node, as many levels as the size needs; one for up to
+ * 512 GiB) finds a chunk.  Each chunk has a bitmap with a bit per sector
+ * (present or not) and one per 4 KiB page (backed by memory or not).  When all
+ * 512 pages of an aligned 2 MiB region are backed, the region is collapsed
+ * into a transparent huge page: random copies run faster from huge pages,
+ * yet sparse writes cost 4 KiB each and never 2 MiB.  An unmap gives back the
+ * pages of which no sector is left.
  *
  * zero_after (the reference's watermark): an absent sector at or beyond it
  * reads as zeros and counts as present, hiding the layers below.  It starts at
@@ -12,12 +19,12 @@
  * it; so a shrunk-then-grown disk reads zeros in the regrown part.
  *
  * Locking: a reader/writer lock.  Reads and normal writes take it shared:
- * writers install nodes and pages with compare-and-swap and publish sector
- * bits with a release OR after the copy, so concurrent readers see either the
- * old state or complete data.  Writes that must look before they write
- * (no-overwrite cache fills), unmaps and resizes take it exclusive.  The empty
- * layer answers "nothing here" without touching the lock, which keeps a read
- * through an unused RAM diff as cheap as a read of the disk below. */
+ * writers install chunks with compare-and-swap and publish sector bits with
+ * a release OR after the copy, so concurrent readers see either the old state
+ * or complete data.  Writes that must look before they write (no-overwrite
+ * cache fills), unmaps and resizes take it exclusive.  The empty layer answers
+ * "nothing here" without touching the lock, which keeps a read through an
+ * unused RAM diff as cheap as a read of the disk below. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -27,118 +34,235 @@
 
 #include "layered.h"
 
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+
 #define FANOUT 512
 #define FANOUT_SHIFT 9
-#define MASK_BITS 0xffu
-#define ARENA_BYTES (2u << 20)
+#define CHUNK_SHIFT 30 /* bytes of a chunk */
+#define CHUNK_BYTES ((size_t)1 << CHUNK_SHIFT)
+#define PAGE_SHIFT 12
+#define CHUNK_PAGES ((size_t)1 << (CHUNK_SHIFT - PAGE_SHIFT))
+#define REGION_SHIFT 21 /* a transparent huge page */
+#define REGION_PAGES (1u << (REGION_SHIFT - PAGE_SHIFT))
+#define CHUNK_REGIONS ((size_t)1 << (CHUNK_SHIFT - REGION_SHIFT))
+
+typedef _Atomic uint64_t aword;
+
+struct chunk {
+	unsigned char *data; /* CHUNK_BYTES, aligned to a huge page */
+	aword *present;      /* bit per sector */
+	aword *backed;       /* bit per 4 KiB page of data that has memory */
+	void *map;
+	size_t map_len;
+	_Atomic uint32_t region_pages[CHUNK_REGIONS]; /* backed pages per 2 MiB */
+};
 
 struct ram_layer {
 	pthread_rwlock_t lock;
 	uint32_t ss;
 	unsigned shift;
-	uint32_t unit;      /* bytes per page */
-	unsigned spp_shift; /* log2(sectors per page) */
-	uint64_t count;     /* sector count; changed under the exclusive lock */
+	unsigned cs_shift; /* log2(sectors per chunk) */
+	uint64_t count;    /* sector count; changed under the exclusive lock */
 	_Atomic uint64_t count_pub;
 	_Atomic uint64_t zero_after;
-	void *root;               /* changed under the exclusive lock */
+	void *root;               /* chunk directory; changed under the exclusive lock */
 	unsigned height;          /* levels; leaves are level 1 */
-	_Atomic uint64_t pages;   /* pages in the tree (conservative emptiness test) */
-	_Atomic uint64_t present; /* present sectors, for inspect */
-
-	pthread_mutex_t alloc_lock;
-	void **free_pages;
-	size_t nfree, free_cap;
-	unsigned char *arena;
-	size_t arena_used, arena_size;
-	void **arenas;
-	size_t narenas, arenas_cap;
+	_Atomic uint64_t present; /* present sectors: 0 means the layer is empty */
+	_Atomic uint64_t pages;   /* backed 4 KiB pages, for inspect */
 };
 
-static inline uint64_t page_of(struct ram_layer *m, uint64_t sector)
+static inline uint64_t chunk_of(const struct ram_layer *m, uint64_t sector)
 {
-	return sector >> m->spp_shift;
+	return sector >> m->cs_shift;
 }
-static inline uint64_t spp(struct ram_layer *m)
+
+static inline uint64_t min_u64(uint64_t a, uint64_t b)
 {
-	return 1ull << m->spp_shift;
+	return a < b ? a : b;
 }
 
 /* ------------------------------------------------------------------------- */
-/* Pages                                                                       */
+/* Bitmaps shared with other threads                                           */
 /* ------------------------------------------------------------------------- */
 
-static void *page_alloc(struct ram_layer *m)
+static inline bool abit(const aword *b, uint64_t i)
 {
-	void *p = NULL;
-	pthread_mutex_lock(&m->alloc_lock);
-	if (m->nfree) {
-		p = m->free_pages[--m->nfree];
-		goto out;
-	}
-	if (!m->arena || m->arena_used + m->unit > m->arena_size) {
-		if (m->narenas == m->arenas_cap) {
-			size_t cap = m->arenas_cap ? m->arenas_cap * 2 : 16;
-			void **a = realloc(m->arenas, cap * sizeof *a);
-			if (!a)
-				goto out;
-			m->arenas = a;
-			m->arenas_cap = cap;
+	return atomic_load_explicit(&b[i / 64], memory_order_acquire) >> (i % 64) & 1;
+}
+
+/* First index in [from, to) whose bit equals v, or to. */
+static uint64_t abits_find(const aword *b, uint64_t from, uint64_t to, bool v)
+{
+	while (from < to) {
+		uint64_t w = atomic_load_explicit(&b[from / 64], memory_order_acquire);
+		if (!v)
+			w = ~w;
+		w &= ~0ull << (from % 64);
+		if (w) {
+			uint64_t i = from / 64 * 64 + (uint64_t)__builtin_ctzll(w);
+			return i < to ? i : to;
 		}
-		size_t size = m->unit * 16 > ARENA_BYTES ? (size_t)m->unit * 16 : ARENA_BYTES;
-		void *a =
-		    mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (a == MAP_FAILED)
-			goto out;
-		/* random 4K copies run about 30% faster from huge pages here */
-		madvise(a, size, MADV_HUGEPAGE);
-		m->arenas[m->narenas++] = a;
-		m->arena = a;
-		m->arena_size = size;
-		m->arena_used = 0;
+		from = (from / 64 + 1) * 64;
 	}
-	p = m->arena + m->arena_used;
-	m->arena_used += m->unit;
-out:
-	pthread_mutex_unlock(&m->alloc_lock);
-	return p;
+	return to;
 }
 
-static void page_free(struct ram_layer *m, void *p)
+/* Set the bits [from, to); returns how many were clear.  An overwrite (all
+ * set already) takes no locked instruction, which would wait here for the
+ * copy's stores to drain (it cost a quarter of a 4 KiB write). */
+static uint64_t abits_set(aword *b, uint64_t from, uint64_t to)
 {
-	pthread_mutex_lock(&m->alloc_lock);
-	if (m->nfree == m->free_cap) {
-		size_t cap = m->free_cap ? m->free_cap * 2 : 256;
-		void **f = realloc(m->free_pages, cap * sizeof *f);
-		if (!f) {
-			/* keep the page allocated for good rather than fail an unmap */
-			pthread_mutex_unlock(&m->alloc_lock);
-			return;
+	uint64_t added = 0;
+	while (from < to) {
+		uint64_t w = from / 64, bit = from % 64;
+		uint64_t n = min_u64(64 - bit, to - from);
+		uint64_t mask = n == 64 ? ~0ull : ((1ull << n) - 1) << bit;
+		if ((atomic_load_explicit(&b[w], memory_order_relaxed) & mask) != mask) {
+			uint64_t old = atomic_fetch_or_explicit(&b[w], mask, memory_order_release);
+			added += (uint64_t)__builtin_popcountll(mask & ~old);
 		}
-		m->free_pages = f;
-		m->free_cap = cap;
+		from += n;
 	}
-	m->free_pages[m->nfree++] = p;
-	pthread_mutex_unlock(&m->alloc_lock);
+	return added;
+}
+
+/* Clear the bits [from, to); returns how many were set.  Exclusive lock. */
+static uint64_t abits_clear(aword *b, uint64_t from, uint64_t to)
+{
+	uint64_t cleared = 0;
+	while (from < to) {
+		uint64_t w = from / 64, bit = from % 64;
+		uint64_t n = min_u64(64 - bit, to - from);
+		uint64_t mask = n == 64 ? ~0ull : ((1ull << n) - 1) << bit;
+		uint64_t old = atomic_load_explicit(&b[w], memory_order_relaxed);
+		if (old & mask) {
+			atomic_store_explicit(&b[w], old & ~mask, memory_order_release);
+			cleared += (uint64_t)__builtin_popcountll(old & mask);
+		}
+		from += n;
+	}
+	return cleared;
 }
 
 /* ------------------------------------------------------------------------- */
-/* The tree                                                                    */
+/* Chunks                                                                      */
 /* ------------------------------------------------------------------------- */
 
-typedef _Atomic uintptr_t slot_t;
+static struct chunk *chunk_new(struct ram_layer *m)
+{
+	struct chunk *c = calloc(1, sizeof *c);
+	if (!c)
+		return NULL;
+	/* data, then both bitmaps; spare room to align the data to a huge page */
+	size_t present_bytes = ((size_t)1 << m->cs_shift) / 8;
+	size_t backed_bytes = CHUNK_PAGES / 8;
+	size_t align = (size_t)1 << REGION_SHIFT;
+	c->map_len = CHUNK_BYTES + align + present_bytes + backed_bytes;
+	c->map = mmap(NULL, c->map_len, PROT_READ | PROT_WRITE,
+	              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (c->map == MAP_FAILED) {
+		free(c);
+		return NULL;
+	}
+	uintptr_t a = ((uintptr_t)c->map + align - 1) & ~(uintptr_t)(align - 1);
+	c->data = (unsigned char *)a;
+	c->present = (aword *)(c->data + CHUNK_BYTES);
+	c->backed = (aword *)(c->data + CHUNK_BYTES + present_bytes);
+	return c;
+}
 
-static unsigned height_for(uint64_t pages)
+static void chunk_free(struct chunk *c)
+{
+	if (!c)
+		return;
+	munmap(c->map, c->map_len);
+	free(c);
+}
+
+/* Pages [first, last] of c hold data now (after the copy, before the sector
+ * bits say so, so that a present sector is always on a backed page).  A 2 MiB
+ * region whose pages are all backed becomes one huge page. */
+static void back_pages(struct ram_layer *m, struct chunk *c, uint64_t first, uint64_t last)
+{
+	for (uint64_t p = first; p <= last; p++) {
+		uint64_t bit = 1ull << (p % 64);
+		if (atomic_load_explicit(&c->backed[p / 64], memory_order_relaxed) & bit)
+			continue;
+		if (atomic_fetch_or_explicit(&c->backed[p / 64], bit, memory_order_relaxed) & bit)
+			continue;
+		atomic_fetch_add_explicit(&m->pages, 1, memory_order_relaxed);
+		size_t r = (size_t)(p / REGION_PAGES);
+		if (atomic_fetch_add_explicit(&c->region_pages[r], 1, memory_order_relaxed) + 1 ==
+		    REGION_PAGES)
+			madvise(c->data + (r << REGION_SHIFT), (size_t)1 << REGION_SHIFT,
+			        MADV_COLLAPSE);
+	}
+}
+
+/* Whether no sector on page p of c is present. */
+static bool page_empty(const struct ram_layer *m, const struct chunk *c, uint64_t p)
+{
+	if (m->shift > PAGE_SHIFT)
+		return !abit(c->present, p >> (m->shift - PAGE_SHIFT));
+	uint64_t s0 = p << (PAGE_SHIFT - m->shift), s1 = (p + 1) << (PAGE_SHIFT - m->shift);
+	return abits_find(c->present, s0, s1, true) == s1;
+}
+
+/* Give back pages [*run, p) of c, if *run says there are some. */
+static void give_back(struct chunk *c, uint64_t *run, uint64_t p)
+{
+	if (*run < p)
+		madvise(c->data + (*run << PAGE_SHIFT), (size_t)(p - *run) << PAGE_SHIFT,
+		        MADV_DONTNEED);
+	*run = UINT64_MAX;
+}
+
+/* Give back the pages in [first, last] of which no sector is present.
+ * Exclusive lock. */
+static void release_pages(struct ram_layer *m, struct chunk *c, uint64_t first, uint64_t last)
+{
+	uint64_t run = UINT64_MAX; /* first page of a run to give back */
+	for (uint64_t p = first; p <= last; p++) {
+		if (p % 64 == 0 && p + 63 <= last &&
+		    atomic_load_explicit(&c->backed[p / 64], memory_order_relaxed) == 0) {
+			give_back(c, &run, p);
+			p += 63; /* none of these has memory */
+			continue;
+		}
+		if (!abit(c->backed, p) || !page_empty(m, c, p)) {
+			give_back(c, &run, p);
+			continue;
+		}
+		if (run == UINT64_MAX)
+			run = p;
+		atomic_fetch_and_explicit(&c->backed[p / 64], ~(1ull << (p % 64)),
+		                          memory_order_relaxed);
+		atomic_fetch_sub_explicit(&c->region_pages[p / REGION_PAGES], 1,
+		                          memory_order_relaxed);
+		atomic_fetch_sub_explicit(&m->pages, 1, memory_order_relaxed);
+	}
+	give_back(c, &run, last + 1);
+}
+
+/* ------------------------------------------------------------------------- */
+/* The chunk directory                                                         */
+/* ------------------------------------------------------------------------- */
+
+typedef _Atomic(struct chunk *) cslot_t;
+
+static unsigned height_for(uint64_t chunks)
 {
 	unsigned h = 1;
-	while (h < 7 && pages > (1ull << (FANOUT_SHIFT * h)))
+	while (h < 7 && chunks > (1ull << (FANOUT_SHIFT * h)))
 		h++;
 	return h;
 }
 
-/* The leaf entry of page p, creating the path to it if create is set (then
- * NULL means out of memory).  Under the lock, shared or exclusive. */
-static slot_t *leaf_slot(struct ram_layer *m, uint64_t p, bool create)
+/* The directory entry of chunk ci, creating the path to it if create is set
+ * (then NULL means out of memory).  Under the lock, shared or exclusive. */
+static cslot_t *chunk_slot(struct ram_layer *m, uint64_t ci, bool create)
 {
 	_Atomic(void *) *link = (_Atomic(void *) *)&m->root;
 	for (unsigned level = m->height; level >= 1; level--) {
@@ -158,18 +282,43 @@ static slot_t *leaf_slot(struct ram_layer *m, uint64_t p, bool create)
 				node = expect;
 			}
 		}
-		unsigned idx = (unsigned)(p >> (FANOUT_SHIFT * (level - 1))) & (FANOUT - 1);
+		unsigned idx = (unsigned)(ci >> (FANOUT_SHIFT * (level - 1))) & (FANOUT - 1);
 		if (level == 1)
-			return &((slot_t *)node)[idx];
+			return &((cslot_t *)node)[idx];
 		link = &((_Atomic(void *) *)node)[idx];
 	}
 	return NULL;
 }
 
-/* First page in [from, to) with any present sector, under the lock.  Skips
+static struct chunk *chunk_find(struct ram_layer *m, uint64_t ci)
+{
+	cslot_t *slot = chunk_slot(m, ci, false);
+	return slot ? atomic_load_explicit(slot, memory_order_acquire) : NULL;
+}
+
+/* Chunk ci, made if missing; NULL when out of memory.  Shared lock. */
+static struct chunk *chunk_get(struct ram_layer *m, uint64_t ci)
+{
+	cslot_t *slot = chunk_slot(m, ci, true);
+	if (!slot)
+		return NULL;
+	struct chunk *c = atomic_load_explicit(slot, memory_order_acquire);
+	if (c)
+		return c;
+	struct chunk *fresh = chunk_new(m);
+	if (!fresh)
+		return NULL;
+	if (atomic_compare_exchange_strong_explicit(slot, &c, fresh, memory_order_acq_rel,
+	                                            memory_order_acquire))
+		return fresh;
+	chunk_free(fresh);
+	return c;
+}
+
+/* First chunk index in [from, to) that exists, under the lock.  Skips
  * missing subtrees whole. */
 static bool scan(void *node, unsigned level, uint64_t base, uint64_t from, uint64_t to,
-                 uint64_t *pi, uintptr_t *val)
+                 uint64_t *ci, struct chunk **out)
 {
 	uint64_t span = 1ull << (FANOUT_SHIFT * (level - 1));
 	unsigned i = from > base ? (unsigned)((from - base) / span) : 0;
@@ -178,45 +327,72 @@ static bool scan(void *node, unsigned level, uint64_t base, uint64_t from, uint6
 		if (cbase >= to)
 			return false;
 		if (level == 1) {
-			uintptr_t v =
-			    atomic_load_explicit(&((slot_t *)node)[i], memory_order_acquire);
-			if (v & MASK_BITS) {
-				*pi = cbase;
-				*val = v;
+			struct chunk *c =
+			    atomic_load_explicit(&((cslot_t *)node)[i], memory_order_acquire);
+			if (c) {
+				*ci = cbase;
+				*out = c;
 				return true;
 			}
 		} else {
 			void *child = atomic_load_explicit(&((_Atomic(void *) *)node)[i],
 			                                   memory_order_acquire);
-			if (child && scan(child, level - 1, cbase, from, to, pi, val))
+			if (child && scan(child, level - 1, cbase, from, to, ci, out))
 				return true;
 		}
 	}
 	return false;
 }
 
-static bool next_page(struct ram_layer *m, uint64_t from, uint64_t to, uint64_t *pi, uintptr_t *val)
+static bool next_chunk(struct ram_layer *m, uint64_t from, uint64_t to, uint64_t *ci,
+                       struct chunk **c)
 {
 	void *root = atomic_load_explicit((_Atomic(void *) *)&m->root, memory_order_acquire);
 	if (!root || from >= to)
 		return false;
-	return scan(root, m->height, 0, from, to, pi, val);
+	return scan(root, m->height, 0, from, to, ci, c);
 }
 
-/* First present sector in [from, to), or to.  Under the lock. */
+static void free_tree(void *node, unsigned level)
+{
+	if (!node)
+		return;
+	for (unsigned i = 0; i < FANOUT; i++) {
+		void *child = atomic_load(&((_Atomic(void *) *)node)[i]);
+		if (level > 1)
+			free_tree(child, level - 1);
+		else
+			chunk_free(child);
+	}
+	free(node);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Presence across chunks                                                      */
+/* ------------------------------------------------------------------------- */
+
+/* First present sector in [from, to), or to.  Under the lock.  Regions
+ * without a backed page hold no present sector and are skipped whole. */
 static uint64_t next_present(struct ram_layer *m, uint64_t from, uint64_t to)
 {
-	uint64_t p = page_of(m, from);
-	uint64_t pend = page_of(m, to - 1) + 1;
-	uintptr_t v;
-	while (from < to && next_page(m, p, pend, &p, &v)) {
-		uint64_t first = p << m->spp_shift;
-		unsigned mask = (unsigned)(v & MASK_BITS);
-		for (uint64_t s = first > from ? first : from; s < first + spp(m) && s < to; s++)
-			if (mask >> (s - first) & 1)
-				return s;
-		p++;
-		from = p << m->spp_shift;
+	uint64_t ci;
+	struct chunk *c;
+	unsigned rs_shift = REGION_SHIFT > m->shift ? REGION_SHIFT - m->shift : 0;
+	while (from < to && next_chunk(m, chunk_of(m, from), chunk_of(m, to - 1) + 1, &ci, &c)) {
+		uint64_t base = ci << m->cs_shift;
+		uint64_t x = from > base ? from - base : 0;
+		uint64_t lim = min_u64(to - base, (uint64_t)1 << m->cs_shift);
+		while (x < lim) {
+			uint64_t rend = min_u64(lim, ((x >> rs_shift) + 1) << rs_shift);
+			size_t r = (size_t)((x << m->shift) >> REGION_SHIFT);
+			if (atomic_load_explicit(&c->region_pages[r], memory_order_relaxed)) {
+				uint64_t y = abits_find(c->present, x, rend, true);
+				if (y < rend)
+					return base + y;
+			}
+			x = rend;
+		}
+		from = base + ((uint64_t)1 << m->cs_shift);
 	}
 	return to;
 }
@@ -225,54 +401,42 @@ static uint64_t next_present(struct ram_layer *m, uint64_t from, uint64_t to)
 static uint64_t next_absent(struct ram_layer *m, uint64_t from, uint64_t to)
 {
 	while (from < to) {
-		slot_t *slot = leaf_slot(m, page_of(m, from), false);
-		unsigned mask =
-		    slot ? (unsigned)(atomic_load_explicit(slot, memory_order_acquire) & MASK_BITS)
-		         : 0;
-		uint64_t first = page_of(m, from) << m->spp_shift;
-		for (uint64_t s = from; s < first + spp(m) && s < to; s++)
-			if (!(mask >> (s - first) & 1))
-				return s;
-		from = first + spp(m);
+		uint64_t ci = chunk_of(m, from), base = ci << m->cs_shift;
+		struct chunk *c = chunk_find(m, ci);
+		if (!c)
+			return from;
+		uint64_t lim = min_u64(to - base, (uint64_t)1 << m->cs_shift);
+		uint64_t y = abits_find(c->present, from - base, lim, false);
+		if (y < lim)
+			return base + y;
+		from = base + lim;
 	}
 	return to;
 }
 
-static void free_tree(void *node, unsigned level)
-{
-	if (!node)
-		return;
-	if (level > 1)
-		for (unsigned i = 0; i < FANOUT; i++)
-			free_tree(atomic_load(&((_Atomic(void *) *)node)[i]), level - 1);
-	free(node);
-}
-
-/* Make [from, to) absent.  Under the exclusive lock. */
+/* Make [from, to) absent and give back the pages left empty.  Exclusive
+ * lock. */
 static void drop_range(struct ram_layer *m, uint64_t from, uint64_t to)
 {
-	uint64_t p = page_of(m, from), pend = to ? page_of(m, to - 1) + 1 : 0;
-	uintptr_t v;
-	while (from < to && next_page(m, p, pend, &p, &v)) {
-		uint64_t first = p << m->spp_shift;
-		unsigned clear = 0;
-		for (uint64_t s = first; s < first + spp(m); s++)
-			if (s >= from && s < to)
-				clear |= 1u << (s - first);
-		slot_t *slot = leaf_slot(m, p, false);
-		unsigned mask = (unsigned)(v & MASK_BITS);
-		unsigned left = mask & ~clear;
-		atomic_fetch_sub_explicit(&m->present, (uint64_t)__builtin_popcount(mask & clear),
-		                          memory_order_relaxed);
-		if (left) {
-			atomic_store_explicit(slot, (v & ~(uintptr_t)MASK_BITS) | left,
-			                      memory_order_release);
-		} else {
-			atomic_store_explicit(slot, 0, memory_order_release);
-			page_free(m, (void *)(v & ~(uintptr_t)MASK_BITS));
-			atomic_fetch_sub_explicit(&m->pages, 1, memory_order_relaxed);
+	uint64_t ci;
+	struct chunk *c;
+	unsigned rs_shift = REGION_SHIFT > m->shift ? REGION_SHIFT - m->shift : 0;
+	while (from < to && next_chunk(m, chunk_of(m, from), chunk_of(m, to - 1) + 1, &ci, &c)) {
+		uint64_t base = ci << m->cs_shift;
+		uint64_t x = from > base ? from - base : 0;
+		uint64_t lim = min_u64(to - base, (uint64_t)1 << m->cs_shift);
+		while (x < lim) {
+			uint64_t rend = min_u64(lim, ((x >> rs_shift) + 1) << rs_shift);
+			size_t r = (size_t)((x << m->shift) >> REGION_SHIFT);
+			if (atomic_load_explicit(&c->region_pages[r], memory_order_relaxed)) {
+				uint64_t gone = abits_clear(c->present, x, rend);
+				atomic_fetch_sub_explicit(&m->present, gone, memory_order_relaxed);
+				release_pages(m, c, (x << m->shift) >> PAGE_SHIFT,
+				              ((rend << m->shift) - 1) >> PAGE_SHIFT);
+			}
+			x = rend;
 		}
-		p++;
+		from = base + ((uint64_t)1 << m->cs_shift);
 	}
 }
 
@@ -292,56 +456,30 @@ static bool ram_maybe_present(struct layer *l, uint64_t sector, uint64_t count)
 		return false;
 	if (sector + count > atomic_load_explicit(&m->zero_after, memory_order_acquire))
 		return true;
-	if (atomic_load_explicit(&m->pages, memory_order_acquire) == 0)
+	if (atomic_load_explicit(&m->present, memory_order_acquire) == 0)
 		return false;
 	pthread_rwlock_rdlock(&m->lock);
-	/* the first page decides most calls without a walk of the tree */
-	slot_t *slot = leaf_slot(m, page_of(m, sector), false);
-	uintptr_t v = slot ? atomic_load_explicit(slot, memory_order_acquire) : 0;
-	uint64_t first = page_of(m, sector) << m->spp_shift;
-	bool any = (v >> (sector - first)) & MASK_BITS;
-	if (!any)
-		any = next_present(m, sector, sector + count) < sector + count;
+	bool any = next_present(m, sector, sector + count) < sector + count;
 	pthread_rwlock_unlock(&m->lock);
 	return any;
-}
-
-/* Fill, in the page holding sector pos, the sectors of [pos, end) that are
- * present (or read as zeros at or beyond za) and not yet supplied by a layer
- * above; copy contiguous runs at once. */
-static void read_page(struct ram_layer *m, struct lio *io, struct iov_cur *cur, uint64_t *at,
-                      uint64_t pos, uint64_t end, uint64_t za)
-{
-	uint64_t first = page_of(m, pos) << m->spp_shift;
-	uint64_t stop = first + spp(m) < end ? first + spp(m) : end;
-	slot_t *slot = leaf_slot(m, page_of(m, pos), false);
-	uintptr_t v = slot ? atomic_load_explicit(slot, memory_order_acquire) : 0;
-	unsigned char *page = (unsigned char *)(v & ~(uintptr_t)MASK_BITS);
-	uint64_t x = pos;
-	while (x < stop) {
-		bool here = v >> (x - first) & 1;
-		if ((!here && x < za) || bits_test(io->bits, x - io->bits_base)) {
-			x++;
-			continue;
-		}
-		uint64_t y = x + 1;
-		while (y < stop && (bool)(v >> (y - first) & 1) == here && (here || y >= za) &&
-		       !bits_test(io->bits, y - io->bits_base))
-			y++;
-		iov_cur_skip(cur, (size_t)((x - *at) << m->shift));
-		iov_cur_copy(cur, here ? page + ((x - first) << m->shift) : NULL,
-		             (size_t)((y - x) << m->shift), true);
-		bits_set_range(io->bits, x - io->bits_base, y - io->bits_base);
-		*at = y;
-		x = y;
-	}
 }
 
 static bool ram_surely_absent(struct layer *l, uint64_t sector, uint64_t count)
 {
 	struct ram_layer *m = l->priv;
-	return atomic_load_explicit(&m->pages, memory_order_acquire) == 0 &&
+	return atomic_load_explicit(&m->present, memory_order_acquire) == 0 &&
 	       sector + count <= atomic_load_explicit(&m->zero_after, memory_order_acquire);
+}
+
+/* Copy sectors [x, y) into the request from src (NULL: zeros) and mark them
+ * supplied; *at is the sector the cursor points at. */
+static void supply(struct ram_layer *m, struct lio *io, struct iov_cur *cur, uint64_t *at,
+                   uint64_t x, uint64_t y, const unsigned char *src)
+{
+	iov_cur_skip(cur, (size_t)((x - *at) << m->shift));
+	iov_cur_copy(cur, (void *)src, (size_t)((y - x) << m->shift), true);
+	bits_set_range(io->bits, x - io->bits_base, y - io->bits_base);
+	*at = y;
 }
 
 static vdisk_status ram_read(struct ram_layer *m, struct lio *io)
@@ -351,161 +489,115 @@ static vdisk_status ram_read(struct ram_layer *m, struct lio *io)
 	/* an empty layer (the usual RAM diff over a disk, before writes): nothing
 	 * to take the lock for; the checks race with a resize or a write only as
 	 * a read issued just before them would */
-	if (atomic_load_explicit(&m->pages, memory_order_acquire) == 0 &&
+	if (atomic_load_explicit(&m->present, memory_order_acquire) == 0 &&
 	    end <= atomic_load_explicit(&m->zero_after, memory_order_acquire))
 		return end <= atomic_load_explicit(&m->count_pub, memory_order_acquire) ? st
 		                                                                        : illegal();
 	pthread_rwlock_rdlock(&m->lock);
 	if (end > m->count) {
-		st = illegal();
-		goto out;
+		pthread_rwlock_unlock(&m->lock);
+		return illegal();
 	}
 	uint64_t za = atomic_load_explicit(&m->zero_after, memory_order_relaxed);
+	const uint64_t bb = io->bits_base;
 	struct iov_cur cur;
 	iov_cur_init(&cur, io->iov, io->iovcnt, io->off);
 	uint64_t at = s; /* the sector the cursor points at */
-	uint64_t pos = s;
-	while (pos < end) {
-		if (pos < za) {
-			/* below the watermark only present sectors count: skip to one,
-			 * unless this page has some (the common case: no tree walk) */
-			slot_t *slot = leaf_slot(m, page_of(m, pos), false);
-			uintptr_t v = slot ? atomic_load_explicit(slot, memory_order_acquire) : 0;
-			if ((v >> (pos - (page_of(m, pos) << m->spp_shift))) & MASK_BITS) {
-				read_page(m, io, &cur, &at, pos, end, za);
-				pos = (page_of(m, pos) + 1) << m->spp_shift;
-				continue;
-			}
-			uint64_t lim = end < za ? end : za;
-			uint64_t next = next_present(m, pos, lim);
-			if (next == lim) {
-				if (lim == end)
-					break;
-				pos = za;
-				continue;
-			}
-			pos = next;
-		}
-		read_page(m, io, &cur, &at, pos, end, za);
-		pos = (page_of(m, pos) + 1) << m->spp_shift;
-	}
-out:
-	pthread_rwlock_unlock(&m->lock);
-	return st;
-}
-
-/* Normal write, under the shared lock: see the locking note at the top. */
-static vdisk_status ram_write(struct ram_layer *m, struct lio *io)
-{
-	uint64_t s = io->sector, end = s + io->count;
-	vdisk_status st = vdisk_status_ok();
-	pthread_rwlock_rdlock(&m->lock);
-	if (end > m->count) {
-		st = illegal();
-		goto out;
-	}
-	struct iov_cur cur;
-	iov_cur_init(&cur, io->iov, io->iovcnt, io->off);
 	while (s < end) {
-		uint64_t p = page_of(m, s), first = p << m->spp_shift;
-		uint64_t stop = first + spp(m) < end ? first + spp(m) : end;
-		slot_t *slot = leaf_slot(m, p, true);
-		if (!slot) {
-			st = vdisk_status_io(ENOMEM);
-			break;
-		}
-		uintptr_t v = atomic_load_explicit(slot, memory_order_acquire);
-		if (!(v & ~(uintptr_t)MASK_BITS)) {
-			void *page = page_alloc(m);
-			if (!page) {
-				st = vdisk_status_io(ENOMEM);
-				break;
-			}
-			uintptr_t expect = 0;
-			if (atomic_compare_exchange_strong_explicit(slot, &expect, (uintptr_t)page,
-			                                            memory_order_acq_rel,
-			                                            memory_order_acquire)) {
-				v = (uintptr_t)page;
-				atomic_fetch_add_explicit(&m->pages, 1, memory_order_relaxed);
-			} else {
-				page_free(m, page);
-				v = expect;
+		uint64_t ci = chunk_of(m, s), base = ci << m->cs_shift;
+		uint64_t ce = min_u64(end, base + ((uint64_t)1 << m->cs_shift));
+		struct chunk *c = chunk_find(m, ci);
+		uint64_t x = s;
+		while (x < ce) {
+			/* a run of sectors no layer above supplied */
+			x = bits_find(io->bits, x - bb, ce - bb, false) + bb;
+			uint64_t y = bits_find(io->bits, x - bb, ce - bb, true) + bb;
+			while (x < y) {
+				/* split it where presence changes */
+				bool here = c && abit(c->present, x - base);
+				uint64_t z =
+				    c ? abits_find(c->present, x - base, y - base, !here) + base
+				      : y;
+				if (here)
+					supply(m, io, &cur, &at, x, z,
+					       c->data + ((x - base) << m->shift));
+				else if (z > za) /* absent, but at or past the watermark: zeros */
+					supply(m, io, &cur, &at, x > za ? x : za, z, NULL);
+				x = z;
 			}
 		}
-		unsigned char *page = (unsigned char *)(v & ~(uintptr_t)MASK_BITS);
-		iov_cur_copy(&cur, page + ((s - first) << m->shift),
-		             (size_t)((stop - s) << m->shift), false);
-		unsigned bits = 0;
-		for (uint64_t x = s; x < stop; x++)
-			bits |= 1u << (x - first);
-		/* An overwrite of present sectors publishes nothing new: no locked
-		 * instruction, which would wait here for the copy's stores to drain
-		 * (it cost a quarter of a 4 KiB write). */
-		if ((v & bits) != bits) {
-			uintptr_t old = atomic_fetch_or_explicit(slot, bits, memory_order_release);
-			atomic_fetch_add_explicit(
-			    &m->present, (uint64_t)__builtin_popcount(bits & ~(unsigned)old),
-			    memory_order_relaxed);
-		}
-		s = stop;
+		s = ce;
 	}
-out:
 	pthread_rwlock_unlock(&m->lock);
 	return st;
 }
 
-/* Cache fill: only sectors absent now, so data read from below never replaces
- * a newer write.  Exclusive, because it must look and write as one step. */
-static vdisk_status ram_write_no_overwrite(struct ram_layer *m, struct lio *io)
+/* Copy sectors [x, y) of chunk c (base: its first sector) from the request
+ * and make them present; *at is the sector the cursor points at. */
+static void store(struct ram_layer *m, struct chunk *c, uint64_t base, struct iov_cur *cur,
+                  uint64_t *at, uint64_t x, uint64_t y)
+{
+	size_t off = (size_t)((x - base) << m->shift), len = (size_t)((y - x) << m->shift);
+	iov_cur_skip(cur, (size_t)((x - *at) << m->shift));
+	iov_cur_copy(cur, c->data + off, len, false);
+	*at = y;
+	back_pages(m, c, off >> PAGE_SHIFT, (off + len - 1) >> PAGE_SHIFT);
+	uint64_t added = abits_set(c->present, x - base, y - base);
+	if (added)
+		atomic_fetch_add_explicit(&m->present, added, memory_order_release);
+}
+
+/* A write (no_overwrite false, under the shared lock: see the locking note at
+ * the top), or a cache fill (true, exclusive, because it must look and write
+ * as one step): only sectors absent now, so data read from below never
+ * replaces a newer write, and only those the marker bits leave to fill. */
+static vdisk_status ram_write(struct ram_layer *m, struct lio *io, bool no_overwrite)
 {
 	uint64_t s = io->sector, end = s + io->count;
 	vdisk_status st = vdisk_status_ok();
-	pthread_rwlock_wrlock(&m->lock);
+	if (no_overwrite)
+		pthread_rwlock_wrlock(&m->lock);
+	else
+		pthread_rwlock_rdlock(&m->lock);
 	if (end > m->count) {
 		st = illegal();
 		goto out;
 	}
-	struct iov_cur cur;
-	iov_cur_init(&cur, io->iov, io->iovcnt, io->off);
 	uint64_t za = atomic_load_explicit(&m->zero_after, memory_order_relaxed);
+	struct iov_cur cur;
+	iov_cur_init(&cur, io->iov, io->iovcnt, io->off);
+	uint64_t at = s;
 	while (s < end) {
-		uint64_t p = page_of(m, s), first = p << m->spp_shift;
-		uint64_t stop = first + spp(m) < end ? first + spp(m) : end;
-		slot_t *slot = leaf_slot(m, p, true);
-		if (!slot) {
+		uint64_t ci = chunk_of(m, s), base = ci << m->cs_shift;
+		uint64_t ce = min_u64(end, base + ((uint64_t)1 << m->cs_shift));
+		struct chunk *c = chunk_get(m, ci);
+		if (!c) {
 			st = vdisk_status_io(ENOMEM);
 			break;
 		}
-		uintptr_t v = atomic_load_explicit(slot, memory_order_relaxed);
-		unsigned bits = 0;
-		for (uint64_t x = s; x < stop; x++)
-			/* beyond zero_after an absent sector already reads (present)
-			 * zero; a set marker bit means "not to be filled" */
-			if (!(v >> (x - first) & 1) && x < za &&
-			    !(io->bits && bits_test(io->bits, x - io->bits_base)))
-				bits |= 1u << (x - first);
-		if (bits && !(v & ~(uintptr_t)MASK_BITS)) {
-			void *page = page_alloc(m);
-			if (!page) {
-				st = vdisk_status_io(ENOMEM);
-				break;
+		if (!no_overwrite) {
+			store(m, c, base, &cur, &at, s, ce);
+			s = ce;
+			continue;
+		}
+		/* beyond zero_after an absent sector already reads (present) zero */
+		const uint64_t bb = io->bits_base;
+		uint64_t lim = min_u64(ce, za > s ? za : s), x = s;
+		while (x < lim) {
+			x = abits_find(c->present, x - base, lim - base, false) + base;
+			if (x < lim && io->bits && bits_test(io->bits, x - bb)) {
+				/* a set marker bit means "not to be filled" */
+				x = bits_find(io->bits, x - bb, lim - bb, false) + bb;
+				continue;
 			}
-			v = (uintptr_t)page;
-			atomic_fetch_add_explicit(&m->pages, 1, memory_order_relaxed);
+			uint64_t y = abits_find(c->present, x - base, lim - base, true) + base;
+			if (io->bits)
+				y = bits_find(io->bits, x - bb, y - bb, true) + bb;
+			if (x < y)
+				store(m, c, base, &cur, &at, x, y);
+			x = y;
 		}
-		unsigned char *page = (unsigned char *)(v & ~(uintptr_t)MASK_BITS);
-		for (uint64_t x = s; x < stop; x++) {
-			if (bits >> (x - first) & 1)
-				iov_cur_copy(&cur, page + ((x - first) << m->shift), m->ss, false);
-			else
-				iov_cur_skip(&cur, m->ss);
-		}
-		if (bits) {
-			atomic_store_explicit(slot, v | bits, memory_order_release);
-			atomic_fetch_add_explicit(&m->present, (uint64_t)__builtin_popcount(bits),
-			                          memory_order_relaxed);
-		}
-		s = stop;
+		s = ce;
 	}
 out:
 	pthread_rwlock_unlock(&m->lock);
@@ -570,8 +662,8 @@ static int ram_submit(struct lio *io)
 	struct ram_layer *m = io->l->priv;
 	switch (io->op) {
 	case LIO_READ: io->st = ram_read(m, io); break;
-	case LIO_WRITE: io->st = ram_write(m, io); break;
-	case LIO_WRITE_NO_OVERWRITE: io->st = ram_write_no_overwrite(m, io); break;
+	case LIO_WRITE: io->st = ram_write(m, io, false); break;
+	case LIO_WRITE_NO_OVERWRITE: io->st = ram_write(m, io, true); break;
 	case LIO_UNMAP: io->st = ram_unmap(m, io); break;
 	case LIO_EXTENT: io->st = ram_extent(m, io); break;
 	case LIO_FLUSH: io->st = vdisk_status_ok(); break;
@@ -585,9 +677,8 @@ static int ram_resize(struct layer *l, uint64_t count)
 	struct ram_layer *m = l->priv;
 	if (count == 0)
 		return layered_layer_error(l, "resize: 0 sectors");
-	uint64_t pages = page_of(m, count - 1) + 1;
 	pthread_rwlock_wrlock(&m->lock);
-	unsigned h = height_for(pages);
+	unsigned h = height_for(chunk_of(m, count - 1) + 1);
 	while (m->height < h) {
 		/* grow upwards: the old tree becomes the first child of a new root */
 		if (m->root) {
@@ -621,13 +712,7 @@ static uint64_t ram_sector_count(struct layer *l)
 static void ram_free(struct ram_layer *m)
 {
 	free_tree(m->root, m->height);
-	for (size_t i = 0; i < m->narenas; i++)
-		munmap(m->arenas[i],
-		       m->unit * 16 > ARENA_BYTES ? (size_t)m->unit * 16 : ARENA_BYTES);
-	free(m->arenas);
-	free(m->free_pages);
 	pthread_rwlock_destroy(&m->lock);
-	pthread_mutex_destroy(&m->alloc_lock);
 	free(m);
 }
 
@@ -667,15 +752,13 @@ static int ram_open(struct layer *l, json_t *cfg, const struct layer_meta *below
 	pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&m->lock, &a);
 	pthread_rwlockattr_destroy(&a);
-	pthread_mutex_init(&m->alloc_lock, NULL);
 	m->ss = (uint32_t)ss;
 	m->shift = (unsigned)__builtin_ctzll(ss);
-	m->unit = ss > 4096 ? (uint32_t)ss : 4096;
-	m->spp_shift = (unsigned)__builtin_ctz(m->unit) - m->shift;
+	m->cs_shift = CHUNK_SHIFT - m->shift;
 	m->count = size / ss;
 	atomic_init(&m->count_pub, m->count);
 	atomic_init(&m->zero_after, m->count);
-	m->height = height_for(page_of(m, m->count - 1) + 1);
+	m->height = height_for(chunk_of(m, m->count - 1) + 1);
 	l->priv = m;
 
 	struct layer_meta *lm = &l->meta;
@@ -705,7 +788,7 @@ static void ram_inspect(struct layer *l, json_t *obj)
 	json_object_set_new(obj, "present_sectors",
 	                    json_integer((json_int_t)atomic_load(&m->present)));
 	json_object_set_new(obj, "allocated_bytes",
-	                    json_integer((json_int_t)(atomic_load(&m->pages) * m->unit)));
+	                    json_integer((json_int_t)(atomic_load(&m->pages) << PAGE_SHIFT)));
 	json_object_set_new(obj, "zero_after",
 	                    json_integer((json_int_t)atomic_load(&m->zero_after)));
 }
