@@ -7,11 +7,13 @@
  * 4 KiB page at a time as sectors are written, and a radix tree over the chunk
  * index (512 entries a node, as many levels as the size needs; one for up to
  * 512 GiB) finds a chunk.  Each chunk has a bitmap with a bit per sector
- * (present or not) and one per 4 KiB page (backed by memory or not).  When all
- * 512 pages of an aligned 2 MiB region are backed, the region is collapsed
- * into a transparent huge page: random copies run faster from huge pages,
- * yet sparse writes cost 4 KiB each and never 2 MiB.  An unmap gives back the
- * pages of which no sector is left.
+ * (present or not) and one per 4 KiB page (backed by memory or not).  Once 64
+ * of the 512 pages of an aligned 2 MiB region are backed, the region is
+ * collapsed into a transparent huge page (MADV_COLLAPSE): random copies run
+ * faster from huge pages, and 4 KiB page faults, dear in a virtual machine,
+ * stop; sparse writes still cost 4 KiB each, and a region costs at most 8
+ * times what was written to it.  An unmap gives back the pages of which no
+ * sector is left.
  *
  * zero_after (the reference's watermark): an absent sector at or beyond it
  * reads as zeros and counts as present, hiding the layers below.  It starts at
@@ -47,6 +49,7 @@
 #define REGION_SHIFT 21 /* a transparent huge page */
 #define REGION_PAGES (1u << (REGION_SHIFT - PAGE_SHIFT))
 #define CHUNK_REGIONS ((size_t)1 << (CHUNK_SHIFT - REGION_SHIFT))
+#define COLLAPSE_PAGES 64 /* backed pages that make a region a huge page */
 
 typedef _Atomic uint64_t aword;
 
@@ -181,9 +184,20 @@ static void chunk_free(struct chunk *c)
 	free(c);
 }
 
+/* A region whose pages are now all backed (after a collapse). */
+static void back_region(struct ram_layer *m, struct chunk *c, size_t r)
+{
+	uint64_t added = 0;
+	for (size_t w = r * REGION_PAGES / 64; w < (r + 1) * REGION_PAGES / 64; w++)
+		added += (uint64_t)__builtin_popcountll(
+		    ~atomic_fetch_or_explicit(&c->backed[w], ~0ull, memory_order_relaxed));
+	atomic_fetch_add_explicit(&c->region_pages[r], (uint32_t)added, memory_order_relaxed);
+	atomic_fetch_add_explicit(&m->pages, added, memory_order_relaxed);
+}
+
 /* Pages [first, last] of c hold data now (after the copy, before the sector
  * bits say so, so that a present sector is always on a backed page).  A 2 MiB
- * region whose pages are all backed becomes one huge page. */
+ * region with COLLAPSE_PAGES of its pages backed becomes one huge page. */
 static void back_pages(struct ram_layer *m, struct chunk *c, uint64_t first, uint64_t last)
 {
 	for (uint64_t p = first; p <= last; p++) {
@@ -195,9 +209,10 @@ static void back_pages(struct ram_layer *m, struct chunk *c, uint64_t first, uin
 		atomic_fetch_add_explicit(&m->pages, 1, memory_order_relaxed);
 		size_t r = (size_t)(p / REGION_PAGES);
 		if (atomic_fetch_add_explicit(&c->region_pages[r], 1, memory_order_relaxed) + 1 ==
-		    REGION_PAGES)
-			madvise(c->data + (r << REGION_SHIFT), (size_t)1 << REGION_SHIFT,
-			        MADV_COLLAPSE);
+		        COLLAPSE_PAGES &&
+		    madvise(c->data + (r << REGION_SHIFT), (size_t)1 << REGION_SHIFT,
+		            MADV_COLLAPSE) == 0)
+			back_region(m, c, r);
 	}
 }
 
