@@ -95,58 +95,28 @@ static inline bool abit(const aword *b, uint64_t i)
 	return atomic_load_explicit(&b[i / 64], memory_order_acquire) >> (i % 64) & 1;
 }
 
-/* First index in [from, to) whose bit equals v, or to. */
-static uint64_t abits_find(const aword *b, uint64_t from, uint64_t to, bool v)
+static inline uint64_t abits_find(const aword *b, uint64_t from, uint64_t to, bool v)
 {
-	while (from < to) {
-		uint64_t w = atomic_load_explicit(&b[from / 64], memory_order_acquire);
-		if (!v)
-			w = ~w;
-		w &= ~0ull << (from % 64);
-		if (w) {
-			uint64_t i = from / 64 * 64 + (uint64_t)__builtin_ctzll(w);
-			return i < to ? i : to;
-		}
-		from = (from / 64 + 1) * 64;
-	}
-	return to;
+	return bits_find_in(NULL, b, from, to, v);
 }
 
-/* Set the bits [from, to); returns how many were clear.  An overwrite (all
- * set already) takes no locked instruction, which would wait here for the
- * copy's stores to drain (it cost a quarter of a 4 KiB write). */
-static uint64_t abits_set(aword *b, uint64_t from, uint64_t to)
+/* Set (set true) or clear the bits [from, to); returns how many changed.
+ * Where all are as wanted already (an overwrite) no locked instruction is
+ * taken: one would wait here for the copy's stores to drain (it cost a
+ * quarter of a 4 KiB write). */
+static uint64_t abits_change(aword *b, uint64_t from, uint64_t to, bool set)
 {
-	uint64_t added = 0;
-	while (from < to) {
-		uint64_t w = from / 64, bit = from % 64;
-		uint64_t n = min_u64(64 - bit, to - from);
-		uint64_t mask = n == 64 ? ~0ull : ((1ull << n) - 1) << bit;
-		if ((atomic_load_explicit(&b[w], memory_order_relaxed) & mask) != mask) {
-			uint64_t old = atomic_fetch_or_explicit(&b[w], mask, memory_order_release);
-			added += (uint64_t)__builtin_popcountll(mask & ~old);
-		}
-		from += n;
+	uint64_t changed = 0;
+	for (; from < to; from = (from | 63) + 1) {
+		uint64_t mask = bits_word_mask(from, to), want = set ? mask : 0;
+		uint64_t old = atomic_load_explicit(&b[from / 64], memory_order_relaxed);
+		if ((old & mask) == want)
+			continue;
+		old = set ? atomic_fetch_or_explicit(&b[from / 64], mask, memory_order_release)
+		          : atomic_fetch_and_explicit(&b[from / 64], ~mask, memory_order_release);
+		changed += (uint64_t)__builtin_popcountll((set ? ~old : old) & mask);
 	}
-	return added;
-}
-
-/* Clear the bits [from, to); returns how many were set.  Exclusive lock. */
-static uint64_t abits_clear(aword *b, uint64_t from, uint64_t to)
-{
-	uint64_t cleared = 0;
-	while (from < to) {
-		uint64_t w = from / 64, bit = from % 64;
-		uint64_t n = min_u64(64 - bit, to - from);
-		uint64_t mask = n == 64 ? ~0ull : ((1ull << n) - 1) << bit;
-		uint64_t old = atomic_load_explicit(&b[w], memory_order_relaxed);
-		if (old & mask) {
-			atomic_store_explicit(&b[w], old & ~mask, memory_order_release);
-			cleared += (uint64_t)__builtin_popcountll(old & mask);
-		}
-		from += n;
-	}
-	return cleared;
+	return changed;
 }
 
 /* ------------------------------------------------------------------------- */
@@ -386,30 +356,48 @@ static void free_tree(void *node, unsigned level)
 /* Presence across chunks                                                      */
 /* ------------------------------------------------------------------------- */
 
-/* First present sector in [from, to), or to.  Under the lock.  Regions
- * without a backed page hold no present sector and are skipped whole. */
-static uint64_t next_present(struct ram_layer *m, uint64_t from, uint64_t to)
+/* Calls fn for the part [x, y) (sectors from the chunk's first, base) of
+ * each 2 MiB region in [from, to) that has a backed page, in order, until fn
+ * returns true; returns whether one did.  A region without a backed page
+ * holds no present sector.  Under the lock. */
+typedef bool region_fn(struct ram_layer *m, struct chunk *c, uint64_t base, uint64_t x, uint64_t y,
+                       void *arg);
+static bool each_region(struct ram_layer *m, uint64_t from, uint64_t to, region_fn *fn, void *arg)
 {
 	uint64_t ci;
 	struct chunk *c;
-	unsigned rs_shift = REGION_SHIFT > m->shift ? REGION_SHIFT - m->shift : 0;
+	unsigned rs_shift = REGION_SHIFT - m->shift; /* sectors are at most 64 KiB */
 	while (from < to && next_chunk(m, chunk_of(m, from), chunk_of(m, to - 1) + 1, &ci, &c)) {
 		uint64_t base = ci << m->cs_shift;
 		uint64_t x = from > base ? from - base : 0;
 		uint64_t lim = min_u64(to - base, (uint64_t)1 << m->cs_shift);
 		while (x < lim) {
 			uint64_t rend = min_u64(lim, ((x >> rs_shift) + 1) << rs_shift);
-			size_t r = (size_t)((x << m->shift) >> REGION_SHIFT);
-			if (atomic_load_explicit(&c->region_pages[r], memory_order_relaxed)) {
-				uint64_t y = abits_find(c->present, x, rend, true);
-				if (y < rend)
-					return base + y;
-			}
+			if (atomic_load_explicit(&c->region_pages[x >> rs_shift],
+			                         memory_order_relaxed) &&
+			    fn(m, c, base, x, rend, arg))
+				return true;
 			x = rend;
 		}
 		from = base + ((uint64_t)1 << m->cs_shift);
 	}
-	return to;
+	return false;
+}
+
+static bool find_present(struct ram_layer *m, struct chunk *c, uint64_t base, uint64_t x,
+                         uint64_t y, void *arg)
+{
+	(void)m;
+	uint64_t i = abits_find(c->present, x, y, true);
+	*(uint64_t *)arg = base + i;
+	return i < y;
+}
+
+/* First present sector in [from, to), or to.  Under the lock. */
+static uint64_t next_present(struct ram_layer *m, uint64_t from, uint64_t to)
+{
+	uint64_t at;
+	return each_region(m, from, to, find_present, &at) ? at : to;
 }
 
 /* First absent sector in [from, to), or to.  Under the lock. */
@@ -429,30 +417,22 @@ static uint64_t next_absent(struct ram_layer *m, uint64_t from, uint64_t to)
 	return to;
 }
 
+static bool drop_region(struct ram_layer *m, struct chunk *c, uint64_t base, uint64_t x, uint64_t y,
+                        void *arg)
+{
+	(void)base;
+	(void)arg;
+	uint64_t gone = abits_change(c->present, x, y, false);
+	atomic_fetch_sub_explicit(&m->present, gone, memory_order_relaxed);
+	release_pages(m, c, (x << m->shift) >> PAGE_SHIFT, ((y << m->shift) - 1) >> PAGE_SHIFT);
+	return false;
+}
+
 /* Make [from, to) absent and give back the pages left empty.  Exclusive
  * lock. */
 static void drop_range(struct ram_layer *m, uint64_t from, uint64_t to)
 {
-	uint64_t ci;
-	struct chunk *c;
-	unsigned rs_shift = REGION_SHIFT > m->shift ? REGION_SHIFT - m->shift : 0;
-	while (from < to && next_chunk(m, chunk_of(m, from), chunk_of(m, to - 1) + 1, &ci, &c)) {
-		uint64_t base = ci << m->cs_shift;
-		uint64_t x = from > base ? from - base : 0;
-		uint64_t lim = min_u64(to - base, (uint64_t)1 << m->cs_shift);
-		while (x < lim) {
-			uint64_t rend = min_u64(lim, ((x >> rs_shift) + 1) << rs_shift);
-			size_t r = (size_t)((x << m->shift) >> REGION_SHIFT);
-			if (atomic_load_explicit(&c->region_pages[r], memory_order_relaxed)) {
-				uint64_t gone = abits_clear(c->present, x, rend);
-				atomic_fetch_sub_explicit(&m->present, gone, memory_order_relaxed);
-				release_pages(m, c, (x << m->shift) >> PAGE_SHIFT,
-				              ((rend << m->shift) - 1) >> PAGE_SHIFT);
-			}
-			x = rend;
-		}
-		from = base + ((uint64_t)1 << m->cs_shift);
-	}
+	each_region(m, from, to, drop_region, NULL);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -462,6 +442,20 @@ static void drop_range(struct ram_layer *m, uint64_t from, uint64_t to)
 static vdisk_status illegal(void)
 {
 	return vdisk_status_make(VDISK_ERR_ILLEGAL_BLOCK, 0);
+}
+
+/* Take the lock, exclusive or shared, for io; false, with the lock not held,
+ * if io's range does not lie inside the layer. */
+static bool lock_range(struct ram_layer *m, const struct lio *io, bool exclusive)
+{
+	if (exclusive)
+		pthread_rwlock_wrlock(&m->lock);
+	else
+		pthread_rwlock_rdlock(&m->lock);
+	if (io->sector + io->count <= m->count)
+		return true;
+	pthread_rwlock_unlock(&m->lock);
+	return false;
 }
 
 static bool ram_maybe_present(struct layer *l, uint64_t sector, uint64_t count)
@@ -508,11 +502,8 @@ static vdisk_status ram_read(struct ram_layer *m, struct lio *io)
 	    end <= atomic_load_explicit(&m->zero_after, memory_order_acquire))
 		return end <= atomic_load_explicit(&m->count_pub, memory_order_acquire) ? st
 		                                                                        : illegal();
-	pthread_rwlock_rdlock(&m->lock);
-	if (end > m->count) {
-		pthread_rwlock_unlock(&m->lock);
+	if (!lock_range(m, io, false))
 		return illegal();
-	}
 	uint64_t za = atomic_load_explicit(&m->zero_after, memory_order_relaxed);
 	const uint64_t bb = io->bits_base;
 	struct iov_cur cur;
@@ -557,7 +548,7 @@ static void store(struct ram_layer *m, struct chunk *c, uint64_t base, struct io
 	iov_cur_copy(cur, c->data + off, len, false);
 	*at = y;
 	back_pages(m, c, off >> PAGE_SHIFT, (off + len - 1) >> PAGE_SHIFT);
-	uint64_t added = abits_set(c->present, x - base, y - base);
+	uint64_t added = abits_change(c->present, x - base, y - base, true);
 	if (added)
 		atomic_fetch_add_explicit(&m->present, added, memory_order_release);
 }
@@ -570,14 +561,8 @@ static vdisk_status ram_write(struct ram_layer *m, struct lio *io, bool no_overw
 {
 	uint64_t s = io->sector, end = s + io->count;
 	vdisk_status st = vdisk_status_ok();
-	if (no_overwrite)
-		pthread_rwlock_wrlock(&m->lock);
-	else
-		pthread_rwlock_rdlock(&m->lock);
-	if (end > m->count) {
-		st = illegal();
-		goto out;
-	}
+	if (!lock_range(m, io, no_overwrite))
+		return illegal();
 	uint64_t za = atomic_load_explicit(&m->zero_after, memory_order_relaxed);
 	struct iov_cur cur;
 	iov_cur_init(&cur, io->iov, io->iovcnt, io->off);
@@ -614,7 +599,6 @@ static vdisk_status ram_write(struct ram_layer *m, struct lio *io, bool no_overw
 		}
 		s = ce;
 	}
-out:
 	pthread_rwlock_unlock(&m->lock);
 	return st;
 }
@@ -622,12 +606,8 @@ out:
 static vdisk_status ram_unmap(struct ram_layer *m, struct lio *io)
 {
 	uint64_t s = io->sector, end = s + io->count;
-	vdisk_status st = vdisk_status_ok();
-	pthread_rwlock_wrlock(&m->lock);
-	if (end > m->count) {
-		st = illegal();
-		goto out;
-	}
+	if (!lock_range(m, io, true))
+		return illegal();
 	if (!io->next_is_zero) {
 		uint64_t za = atomic_load_explicit(&m->zero_after, memory_order_relaxed);
 		/* what lies below shows through an absent sector, so a hole that reads
@@ -640,20 +620,18 @@ static vdisk_status ram_unmap(struct ram_layer *m, struct lio *io)
 	drop_range(m, s, end);
 out:
 	pthread_rwlock_unlock(&m->lock);
-	return st;
+	return vdisk_status_ok();
 }
 
 static vdisk_status ram_extent(struct ram_layer *m, struct lio *io)
 {
 	uint64_t s = io->sector, end = s + io->count;
-	vdisk_status st = vdisk_status_ok();
-	pthread_rwlock_rdlock(&m->lock);
-	if (end > m->count || io->count == 0) {
-		st = io->count ? illegal() : st;
-		io->ext_len = 0;
-		io->ext_kind = LEXT_ABSENT;
-		goto out;
-	}
+	io->ext_len = 0;
+	io->ext_kind = LEXT_ABSENT;
+	if (io->count == 0)
+		return vdisk_status_ok();
+	if (!lock_range(m, io, false))
+		return illegal();
 	uint64_t za = atomic_load_explicit(&m->zero_after, memory_order_relaxed);
 	uint64_t first_present = next_present(m, s, s + 1);
 	if (first_present == s) {
@@ -667,9 +645,8 @@ static vdisk_status ram_extent(struct ram_layer *m, struct lio *io)
 		io->ext_kind = LEXT_ABSENT;
 		io->ext_len = next_present(m, s, lim) - s;
 	}
-out:
 	pthread_rwlock_unlock(&m->lock);
-	return st;
+	return vdisk_status_ok();
 }
 
 static int ram_submit(struct lio *io)

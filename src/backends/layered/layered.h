@@ -202,32 +202,39 @@ static inline bool bits_test(const uint64_t *b, uint64_t i)
 	return b[i / 64] >> (i % 64) & 1;
 }
 
-static inline void bits_set_range(uint64_t *b, uint64_t from, uint64_t to)
+/* The bits of [from, to) in the word that holds bit from. */
+static inline uint64_t bits_word_mask(uint64_t from, uint64_t to)
 {
-	while (from < to) {
-		uint64_t w = from / 64, bit = from % 64;
-		uint64_t n = 64 - bit < to - from ? 64 - bit : to - from;
-		uint64_t mask = n == 64 ? ~0ull : ((1ull << n) - 1) << bit;
-		b[w] |= mask;
-		from += n;
-	}
+	uint64_t bit = from % 64, n = 64 - bit < to - from ? 64 - bit : to - from;
+	return n == 64 ? ~0ull : ((1ull << n) - 1) << bit;
 }
 
-/* First index in [from, to) whose bit equals v, or to. */
-static inline uint64_t bits_find(const uint64_t *b, uint64_t from, uint64_t to, bool v)
+static inline void bits_set_range(uint64_t *b, uint64_t from, uint64_t to)
 {
-	while (from < to) {
-		uint64_t w = b[from / 64];
-		if (!v)
-			w = ~w;
-		w &= ~0ull << (from % 64);
+	for (; from < to; from = (from | 63) + 1)
+		b[from / 64] |= bits_word_mask(from, to);
+}
+
+/* First index in [from, to) whose bit equals v, or to, in plain, or (plain
+ * NULL) in shared, a bitmap other threads change, read with acquire loads. */
+static inline uint64_t bits_find_in(const uint64_t *plain, const _Atomic uint64_t *shared,
+                                    uint64_t from, uint64_t to, bool v)
+{
+	for (; from < to; from = (from | 63) + 1) {
+		uint64_t w = plain ? plain[from / 64]
+		                   : atomic_load_explicit(&shared[from / 64], memory_order_acquire);
+		w = (v ? w : ~w) & (~0ull << (from % 64));
 		if (w) {
 			uint64_t i = from / 64 * 64 + (uint64_t)__builtin_ctzll(w);
 			return i < to ? i : to;
 		}
-		from = (from / 64 + 1) * 64;
 	}
 	return to;
+}
+
+static inline uint64_t bits_find(const uint64_t *b, uint64_t from, uint64_t to, bool v)
+{
+	return bits_find_in(b, NULL, from, to, v);
 }
 
 static inline size_t bits_words(uint64_t n)
