@@ -195,6 +195,19 @@ static vdisk_status delete_range(struct sq *s, uint64_t from, uint64_t to)
 	return rc == SQLITE_DONE ? vdisk_status_ok() : db_error(rc);
 }
 
+/* One row of st (an insert): sector x with data, NULL for a zero sector. */
+static vdisk_status put_sector(sqlite3_stmt *st, uint64_t x, const void *data, uint32_t ss)
+{
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)x);
+	if (data)
+		sqlite3_bind_blob(st, 2, data, (int)ss, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 2);
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? vdisk_status_ok() : db_error(rc);
+}
+
 static vdisk_status sq_write(struct sq *s, struct lio *io, bool no_overwrite)
 {
 	if (!in_range(s, io))
@@ -210,16 +223,11 @@ static vdisk_status sq_write(struct sq *s, struct lio *io, bool no_overwrite)
 			continue;
 		}
 		iov_cur_copy(&cur, s->sector_buf, s->ss, false);
-		sqlite3_bind_int64(st, 1, (sqlite3_int64)x);
 		/* all-zero sectors are stored as NULL, as the reference does */
-		if (vdisk_buf_is_zero(s->sector_buf, s->ss))
-			sqlite3_bind_null(st, 2);
-		else
-			sqlite3_bind_blob(st, 2, s->sector_buf, (int)s->ss, SQLITE_STATIC);
-		int rc = sqlite3_step(st);
-		sqlite3_reset(st);
-		if (rc != SQLITE_DONE)
-			return db_error(rc);
+		vdisk_status r = put_sector(
+		    st, x, vdisk_buf_is_zero(s->sector_buf, s->ss) ? NULL : s->sector_buf, s->ss);
+		if (!vdisk_ok(r))
+			return r;
 	}
 	return vdisk_status_ok();
 }
@@ -250,14 +258,10 @@ static vdisk_status sq_unmap(struct sq *s, struct lio *io)
 	}
 	/* the layer advertises zeroes: every sector, partial blocks included,
 	 * becomes a present zero that hides what is below */
-	sqlite3_stmt *st = s->s_write;
 	for (uint64_t x = io->sector; x < end; x++) {
-		sqlite3_bind_int64(st, 1, (sqlite3_int64)x);
-		sqlite3_bind_null(st, 2);
-		int rc = sqlite3_step(st);
-		sqlite3_reset(st);
-		if (rc != SQLITE_DONE)
-			return db_error(rc);
+		vdisk_status r = put_sector(s->s_write, x, NULL, s->ss);
+		if (!vdisk_ok(r))
+			return r;
 	}
 	return vdisk_status_ok();
 }
