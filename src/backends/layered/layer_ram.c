@@ -178,8 +178,11 @@ static void back_pages(struct ram_layer *m, struct chunk *c, uint64_t first, uin
 			continue;
 		atomic_fetch_add_explicit(&m->pages, 1, memory_order_relaxed);
 		size_t r = (size_t)(p / REGION_PAGES);
-		if (atomic_fetch_add_explicit(&c->region_pages[r], 1, memory_order_relaxed) + 1 ==
-		        COLLAPSE_PAGES &&
+		uint32_t n =
+		    atomic_fetch_add_explicit(&c->region_pages[r], 1, memory_order_relaxed) + 1;
+		/* again at 128, 256 and 512 if the kernel could not (pages pinned
+		 * by I/O, no huge page free) */
+		if (n >= COLLAPSE_PAGES && !(n & (n - 1)) &&
 		    madvise(c->data + (r << REGION_SHIFT), (size_t)1 << REGION_SHIFT,
 		            MADV_COLLAPSE) == 0)
 			back_region(m, c, r);
