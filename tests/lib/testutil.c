@@ -171,3 +171,27 @@ const char *tu_st(vdisk_status st)
 {
 	return vdisk_error_name((enum vdisk_error)st.kind);
 }
+
+char *tu_stripe_spec(unsigned n, const char *chunk, const char *member, const char *extra)
+{
+	size_t cap = 256 + n * (strlen(member) + 16) + (extra ? strlen(extra) : 0);
+	char *s = malloc(cap);
+	if (!s)
+		abort();
+	int len = snprintf(s, cap, "{\"type\":\"striped\",\"chunk-size\":\"%s\"%s,\"disks\":[",
+	                   chunk, extra ? extra : "");
+	for (unsigned i = 0; i < n; i++) {
+		len += snprintf(s + len, cap - (size_t)len, "%s", i ? "," : "");
+		len += snprintf(s + len, cap - (size_t)len, member, i);
+	}
+	snprintf(s + len, cap - (size_t)len, "]}");
+	return s;
+}
+
+struct vdisk *tu_open_stripe(unsigned n, const char *chunk, const char *member)
+{
+	char *s = tu_stripe_spec(n, chunk, member, NULL);
+	struct vdisk *d = tu_open(s, 0);
+	free(s);
+	return d;
+}

@@ -16,6 +16,13 @@ char *tu_spec(const char *spec);
 /* Open a spec (after @TMP@ substitution); aborts the test with the message on failure. */
 struct vdisk *tu_open(const char *spec, unsigned flags);
 
+/* {"type":"striped","chunk-size":CHUNK<extra>,"disks":[MEMBER x n]}, each
+ * "%d" in member replaced by the member's index; malloc'd.  extra (may be
+ * NULL) is inserted as is, e.g. ",\"sector-count\":8". */
+char *tu_stripe_spec(unsigned n, const char *chunk, const char *member, const char *extra);
+/* tu_open() of tu_stripe_spec(n, chunk, member, NULL). */
+struct vdisk *tu_open_stripe(unsigned n, const char *chunk, const char *member);
+
 /* Deterministic content for a sector: depends on seed and sector number. */
 void tu_pattern(void *buf, size_t len, uint64_t first_sector, uint32_t sector_size, uint64_t seed);
 /* Page-aligned, zeroed; free with free(). */

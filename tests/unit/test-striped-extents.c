@@ -27,30 +27,6 @@ static uint64_t rnd(uint64_t n)
 	return (rng_state >> 33) % n;
 }
 
-/* {"type":"striped","chunk-size":CHUNK,"disks":[MEMBER x n]}, %d in member
- * replaced by the member's index */
-static char *stripe_spec(unsigned n, const char *chunk, const char *member)
-{
-	size_t cap = 256 + n * (strlen(member) + 16);
-	char *s = malloc(cap);
-	int len =
-	    snprintf(s, cap, "{\"type\":\"striped\",\"chunk-size\":\"%s\",\"disks\":[", chunk);
-	for (unsigned i = 0; i < n; i++) {
-		len += snprintf(s + len, cap - (size_t)len, "%s", i ? "," : "");
-		len += snprintf(s + len, cap - (size_t)len, member, i);
-	}
-	snprintf(s + len, cap - (size_t)len, "]}");
-	return s;
-}
-
-static struct vdisk *open_stripe(unsigned n, const char *chunk, const char *member)
-{
-	char *s = stripe_spec(n, chunk, member);
-	struct vdisk *d = tu_open(s, 0);
-	free(s);
-	return d;
-}
-
 /* One call's answer must be well formed: 1..max extents, contiguous from
  * sector, inside the range, none empty, neighbours of different flags (merged
  * as far as they can be), and each agreeing with the model (data[block of 8
@@ -109,7 +85,7 @@ static void check_range(struct vdisk_queue *q, const bool *data, uint64_t sector
 static void model_run(unsigned members, const char *chunk, uint64_t seed)
 {
 	rng_state = seed;
-	struct vdisk *d = open_stripe(members, chunk, "\"ram:size=256k\"");
+	struct vdisk *d = tu_open_stripe(members, chunk, "\"ram:size=256k\"");
 	uint64_t count = vdisk_sector_count(d), blocks = count / 8;
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 	bool *data = calloc(blocks, sizeof *data);
@@ -167,9 +143,9 @@ static void test_model_1x4k(void **state)
 static void test_file_members(void **state)
 {
 	(void)state;
-	struct vdisk *d = open_stripe(3, "64k",
-	                              "{\"type\":\"file\",\"path\":\"@TMP@/x%d.img\","
-	                              "\"create\":\"1M\"}");
+	struct vdisk *d = tu_open_stripe(3, "64k",
+	                                 "{\"type\":\"file\",\"path\":\"@TMP@/x%d.img\","
+	                                 "\"create\":\"1M\"}");
 	uint64_t count = vdisk_sector_count(d);
 	assert_int_equal(count, 3 * 2048);
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
@@ -209,7 +185,7 @@ static void test_chunk_boundaries(void **state)
 {
 	(void)state;
 	/* 4 members, 8 KiB chunks (16 sectors) */
-	struct vdisk *d = open_stripe(4, "8k", "\"ram:size=64k\"");
+	struct vdisk *d = tu_open_stripe(4, "8k", "\"ram:size=64k\"");
 	uint64_t count = vdisk_sector_count(d);
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 	struct vdisk_extent e[8];
@@ -399,9 +375,10 @@ static void test_map_json(void **state)
 	const char *tool = getenv("VDISK");
 	if (!tool)
 		skip();
-	char *spec = stripe_spec(2, "8k",
-	                         "{\"type\":\"file\",\"path\":\"@TMP@/map%d.img\","
-	                         "\"create\":\"64k\"}");
+	char *spec = tu_stripe_spec(2, "8k",
+	                            "{\"type\":\"file\",\"path\":\"@TMP@/map%d.img\","
+	                            "\"create\":\"64k\"}",
+	                            NULL);
 	struct vdisk *d = tu_open(spec, 0);
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 	unsigned char *buf = tu_alloc(4096);

@@ -18,30 +18,6 @@
 #include "testutil.h"
 #include "vdisk/backend.h"
 
-/* {"type":"striped","chunk-size":CHUNK,"disks":[MEMBER x n]} with %d in
- * member replaced by the member's index */
-static char *stripe_spec(unsigned n, const char *chunk, const char *member, const char *extra)
-{
-	size_t cap = 256 + n * (strlen(member) + 16);
-	char *s = malloc(cap);
-	int len = snprintf(s, cap, "{\"type\":\"striped\",\"chunk-size\":\"%s\"%s,\"disks\":[",
-	                   chunk, extra ? extra : "");
-	for (unsigned i = 0; i < n; i++) {
-		len += snprintf(s + len, cap - (size_t)len, "%s", i ? "," : "");
-		len += snprintf(s + len, cap - (size_t)len, member, i);
-	}
-	snprintf(s + len, cap - (size_t)len, "]}");
-	return s;
-}
-
-static struct vdisk *open_stripe(unsigned n, const char *chunk, const char *member)
-{
-	char *s = stripe_spec(n, chunk, member, NULL);
-	struct vdisk *d = tu_open(s, 0);
-	free(s);
-	return d;
-}
-
 /* write at sector with a buffer starting `offset` bytes into an allocation,
  * read it back the same way, compare */
 static void rw_check(struct vdisk_queue *q, uint64_t sector, size_t len, size_t offset,
@@ -68,7 +44,7 @@ static void rw_check(struct vdisk_queue *q, uint64_t sector, size_t len, size_t 
 static void test_4k_chunks(void **state)
 {
 	(void)state;
-	struct vdisk *d = open_stripe(2, "4k", "\"ram:size=1M\"");
+	struct vdisk *d = tu_open_stripe(2, "4k", "\"ram:size=1M\"");
 	uint64_t count = vdisk_sector_count(d);
 	assert_int_equal(count, 4096);
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
@@ -93,7 +69,7 @@ static void test_4k_chunks(void **state)
 
 static void big_chunks(unsigned n, const char *chunk, size_t maxio)
 {
-	struct vdisk *d = open_stripe(n, chunk, "\"ram:size=1M\"");
+	struct vdisk *d = tu_open_stripe(n, chunk, "\"ram:size=1M\"");
 	uint64_t count = vdisk_sector_count(d);
 	assert_int_equal(count, (uint64_t)n * 2048);
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
@@ -190,7 +166,7 @@ static void test_negative(void **state)
 static void test_unmap_cases(void **state)
 {
 	(void)state;
-	struct vdisk *d = open_stripe(3, "4k", "\"ram:size=1M\"");
+	struct vdisk *d = tu_open_stripe(3, "4k", "\"ram:size=1M\"");
 	uint64_t count = vdisk_sector_count(d);
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 	for (uint64_t s = 0; s + 37 <= count; s += 301)
@@ -209,9 +185,9 @@ static void test_layout(void **state)
 {
 	(void)state;
 	enum { N = 3, SPC = 8 };
-	struct vdisk *d = open_stripe(N, "4k",
-	                              "{\"type\":\"file\",\"path\":\"@TMP@/m%d.img\","
-	                              "\"create\":\"256k\"}");
+	struct vdisk *d = tu_open_stripe(N, "4k",
+	                                 "{\"type\":\"file\",\"path\":\"@TMP@/m%d.img\","
+	                                 "\"create\":\"256k\"}");
 	uint64_t count = vdisk_sector_count(d);
 	assert_int_equal(count, 3 * 512);
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
@@ -301,7 +277,7 @@ static void test_concurrent_pieces(void **state)
 {
 	(void)state;
 	assert_int_equal(vdisk_register_driver(&gate_driver), 0);
-	struct vdisk *d = open_stripe(8, "4k", "{\"type\":\"gate\"}");
+	struct vdisk *d = tu_open_stripe(8, "4k", "{\"type\":\"gate\"}");
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 	size_t len = 8 * 4096 * 2;
 	unsigned char *buf = tu_alloc(len);
@@ -368,10 +344,10 @@ static void test_member_errors(void **state)
 static void test_unmap_coalesced(void **state)
 {
 	(void)state;
-	char *spec = stripe_spec(4, "4k",
-	                         "{\"type\":\"fault\",\"id\":\"f%d\",\"inner\":\"ram:size=1M\","
-	                         "\"rules\":[{\"op\":\"unmap\",\"nth\":1000000}]}",
-	                         NULL);
+	char *spec = tu_stripe_spec(4, "4k",
+	                            "{\"type\":\"fault\",\"id\":\"f%d\",\"inner\":\"ram:size=1M\","
+	                            "\"rules\":[{\"op\":\"unmap\",\"nth\":1000000}]}",
+	                            NULL);
 	struct vdisk *d = tu_open(spec, 0);
 	free(spec);
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
@@ -421,7 +397,8 @@ static void test_metadata_fold(void **state)
 {
 	(void)state;
 	assert_int_equal(vdisk_register_driver(&ign_driver), 0);
-	struct vdisk *d = open_stripe(3, "4k", "{\"type\":\"ignunmap\",\"inner\":\"ram:size=1M\"}");
+	struct vdisk *d =
+	    tu_open_stripe(3, "4k", "{\"type\":\"ignunmap\",\"inner\":\"ram:size=1M\"}");
 	assert_int_equal(vdisk_unmap_behavior(d), VDISK_UNMAP_IGNORED);
 	vdisk_unref(d);
 	d = tu_open("{\"type\":\"striped\",\"disks\":[\"ram:size=1M\",{\"type\":\"ignunmap\","
