@@ -222,9 +222,16 @@ static int serve_main(int argc, char **argv)
 
 	const char *spec = argv[optind];
 	struct vdisk *d = vdisk_open(spec, cfg.read_only ? VDISK_OPEN_READ_ONLY : 0);
-	if (!d)
-		return tool_error("serve", EXIT_FAIL, "%s%s", vdisk_errmsg(),
-		                  cfg.read_only ? "" : " (--read-only serves it read-only)");
+	if (!d) {
+		char why[1024];
+		snprintf(why, sizeof why, "%s", vdisk_errmsg());
+		/* the hint only where a read-only open would work */
+		struct vdisk *ro = cfg.read_only ? NULL : vdisk_open(spec, VDISK_OPEN_READ_ONLY);
+		if (ro)
+			vdisk_unref(ro);
+		return tool_error("serve", EXIT_FAIL, "%s%s", why,
+		                  ro ? " (--read-only would serve it read-only)" : "");
+	}
 	struct vdisk_nbd_server *s = vdisk_nbd_server_new(d, &cfg);
 	vdisk_unref(d);
 	if (!s)

@@ -68,8 +68,7 @@ const char *tool_human_size(uint64_t bytes, char *buf, size_t len)
 
 static void print_type(const char *name, const char *desc, void *arg)
 {
-	(void)arg;
-	printf("  %-10s %s\n", name, desc);
+	fprintf(arg, "  %-10s %s\n", name, desc);
 }
 
 static void usage(FILE *out)
@@ -84,8 +83,7 @@ static void usage(FILE *out)
 	             "  bare path   d.img  (format probed; raw opens as file)\n"
 	             "Sizes: 512, 4k, 1M, 2G, 1T.  Durations: 0, 250us, 2ms, 1s.\n\n"
 	             "Types:\n");
-	if (out == stdout)
-		vdisk_list_types(print_type, NULL);
+	vdisk_list_types(print_type, out);
 	fprintf(out, "\n'vdisk COMMAND --help' describes a command.\n");
 }
 
