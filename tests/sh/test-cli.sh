@@ -9,8 +9,13 @@ expect_status 0 "$VDISK" --help
 grep -q "info" "$TMP/stdout" || fail "--help lists no commands"
 grep -q "ram " "$TMP/stdout" || fail "--help lists no types"
 expect_status 2 "$VDISK"
+expect_stderr "  ram "
 expect_status 2 "$VDISK" frobnicate
 expect_stderr "unknown command 'frobnicate'"
+# a spec that no open can take gets no hint about --read-only
+expect_status 1 "$VDISK" serve ram:size=1X --unix "$TMP/never.sock"
+expect_stderr "size: '1X' is not a size"
+! grep -q -- "--read-only" "$TMP/stderr" || fail "serve: a read-only hint for a bad size"
 expect_status 0 "$VDISK" info --help
 expect_status 2 "$VDISK" info
 expect_status 2 "$VDISK" info ram:size=1M extra
