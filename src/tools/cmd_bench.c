@@ -500,6 +500,21 @@ static int bench_main(int argc, char **argv)
 		       rw_names[p.rw], p.bs, p.iodepth, p.queues, vdisk_type(d), s.iops, s.mibs,
 		       fmt_ns(s.mean, a, sizeof a), fmt_ns(s.p50, b2, sizeof b2),
 		       fmt_ns(s.p99, c2, sizeof c2), fmt_ns(s.max, d2, sizeof d2), ops, seconds);
+		/* each queue's share when there are several */
+		size_t i;
+		json_t *q;
+		json_array_foreach (p.queues > 1 ? per : NULL, i, q) {
+			json_t *l = json_object_get(q, "lat_ns");
+			printf(
+			    "  queue %zu: %.0f IOPS, %.1f MiB/s, latency mean %s  p50 %s  p99 %s  "
+			    "max %s\n",
+			    i, json_real_value(json_object_get(q, "iops")),
+			    json_real_value(json_object_get(q, "mib_per_s")),
+			    fmt_ns(json_real_value(json_object_get(l, "mean")), a, sizeof a),
+			    fmt_ns(json_real_value(json_object_get(l, "p50")), b2, sizeof b2),
+			    fmt_ns(json_real_value(json_object_get(l, "p99")), c2, sizeof c2),
+			    fmt_ns(json_real_value(json_object_get(l, "max")), d2, sizeof d2));
+		}
 	}
 	json_decref(per);
 	free(hist);

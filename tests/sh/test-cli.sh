@@ -73,4 +73,6 @@ jq -e '.lat_ns.p50 <= .lat_ns.p99 and .lat_ns.p99 <= .lat_ns.max * 1.07' "$j" >/
 jq -e '.errors == 0' "$j" >/dev/null || fail "bench reported errors"
 expect_status 0 "$VDISK" bench "file:path=$TMP/b.img,create=4M" --rw write --bs 64k --runtime 0.1
 grep -q "IOPS" "$TMP/stdout" || fail "bench human output"
+expect_status 0 "$VDISK" bench null:size=16M --queues 2 --runtime 0.1
+grep -q "^  queue 1: .* IOPS" "$TMP/stdout" || fail "bench: no per-queue lines: $(cat "$TMP/stdout")"
 echo "PASS"
