@@ -3,16 +3,19 @@
  * The sectors live where the ram backend keeps them: at their own offset in
  * an anonymous mapping, so a copy needs no lookup of where a page went.  The
  * disk is cut into chunks of 1 GiB, each its own mapping reserved without
- * backing (MAP_NORESERVE) when first written; the kernel supplies memory a
- * 4 KiB page at a time as sectors are written, and a radix tree over the chunk
- * index (512 entries a node, as many levels as the size needs; one for up to
- * 512 GiB) finds a chunk.  Each chunk has a bitmap with a bit per sector
- * (present or not) and one per 4 KiB page (backed by memory or not).  Once 64
- * of the 512 pages of an aligned 2 MiB region are backed, the region is
- * collapsed into a transparent huge page (MADV_COLLAPSE): random copies run
- * faster from huge pages, and 4 KiB page faults, dear in a virtual machine,
- * stop; sparse writes still cost 4 KiB each, and a region costs at most 8
- * times what was written to it.  An unmap gives back the pages of which no
+ * backing (MAP_NORESERVE) when first written, no longer than the layer (a
+ * layer of 64 MiB maps 64 MiB: strict overcommit charges every byte mapped;
+ * a resize moves a short chunk's pages to a longer mapping); the kernel
+ * supplies memory a 4 KiB page at a time as sectors are written, and a radix
+ * tree over the chunk index (512 entries a node, as many levels as the size
+ * needs; one for up to 512 GiB) finds a chunk.  Each chunk has a bitmap with
+ * a bit per sector (present or not) and one per 4 KiB page (backed by memory
+ * or not), just before its data.  Once 64 of the 512 pages of an
+ * aligned 2 MiB region are backed, the region is collapsed into a
+ * transparent huge page (MADV_COLLAPSE): random copies run faster from huge
+ * pages, and 4 KiB page faults, dear in a virtual machine, stop; sparse
+ * writes still cost 4 KiB each, and a region costs at most 8 times what was
+ * written to it.  An unmap gives back the pages of which no
  * sector is left.
  *
  * zero_after (the reference's watermark): an absent sector at or beyond it
@@ -54,11 +57,13 @@
 typedef _Atomic uint64_t aword;
 
 struct chunk {
-	unsigned char *data; /* CHUNK_BYTES, aligned to a huge page */
+	unsigned char *data; /* data_len bytes, aligned to a huge page */
 	aword *present;      /* bit per sector */
 	aword *backed;       /* bit per 4 KiB page of data that has memory */
-	void *map;
+	void *map;           /* the mapping: bitmaps, then data */
 	size_t map_len;
+	size_t data_len; /* CHUNK_BYTES, or less (a multiple of 2 MiB) for a layer
+	                    that ends inside the chunk; grown with the layer */
 	_Atomic uint32_t region_pages[CHUNK_REGIONS]; /* backed pages per 2 MiB */
 };
 
@@ -123,27 +128,87 @@ static uint64_t abits_change(aword *b, uint64_t from, uint64_t to, bool set)
 /* Chunks                                                                      */
 /* ------------------------------------------------------------------------- */
 
-static struct chunk *chunk_new(struct ram_layer *m)
+/* Bytes of data chunk ci needs for a layer of count sectors: all of it, or
+ * up to the layer's end rounded up to a huge page.  Under strict overcommit
+ * every byte mapped is charged, so a small layer must not map 1 GiB. */
+static size_t chunk_need(const struct ram_layer *m, uint64_t ci, uint64_t count)
+{
+	uint64_t base = ci << m->cs_shift, align = (uint64_t)1 << REGION_SHIFT;
+	if (count - base >= (uint64_t)1 << m->cs_shift)
+		return CHUNK_BYTES;
+	return (size_t)((((count - base) << m->shift) + align - 1) & ~(align - 1));
+}
+
+/* Bytes of the bitmaps, which lie in the mapping just before the data:
+ * a bit per sector, then a bit per page, rounded up to a page. */
+static size_t bits_bytes(const struct ram_layer *m)
+{
+	size_t n = ((size_t)1 << m->cs_shift) / 8 + CHUNK_PAGES / 8;
+	return (n + ((size_t)1 << PAGE_SHIFT) - 1) & ~(((size_t)1 << PAGE_SHIFT) - 1);
+}
+
+/* A mapping, reserved without backing, for front bytes and then len bytes
+ * of data aligned to a huge page; *data is where the data starts. */
+static void *map_chunk(size_t front, size_t len, size_t *map_len, unsigned char **data)
+{
+	size_t align = (size_t)1 << REGION_SHIFT;
+	*map_len = front + len + align;
+	void *map = mmap(NULL, *map_len, PROT_READ | PROT_WRITE,
+	                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (map == MAP_FAILED)
+		return NULL;
+	*data = (unsigned char *)(((uintptr_t)map + front + align - 1) & ~(uintptr_t)(align - 1));
+	return map;
+}
+
+/* Chunk ci of a layer of m->count sectors.  Under the lock. */
+static struct chunk *chunk_new(struct ram_layer *m, uint64_t ci)
 {
 	struct chunk *c = calloc(1, sizeof *c);
 	if (!c)
 		return NULL;
-	/* data, then both bitmaps; spare room to align the data to a huge page */
-	size_t present_bytes = ((size_t)1 << m->cs_shift) / 8;
-	size_t backed_bytes = CHUNK_PAGES / 8;
-	size_t align = (size_t)1 << REGION_SHIFT;
-	c->map_len = CHUNK_BYTES + align + present_bytes + backed_bytes;
-	c->map = mmap(NULL, c->map_len, PROT_READ | PROT_WRITE,
-	              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (c->map == MAP_FAILED) {
+	size_t front = bits_bytes(m);
+	c->data_len = chunk_need(m, ci, m->count);
+	c->map = map_chunk(front, c->data_len, &c->map_len, &c->data);
+	if (!c->map) {
 		free(c);
 		return NULL;
 	}
-	uintptr_t a = ((uintptr_t)c->map + align - 1) & ~(uintptr_t)(align - 1);
-	c->data = (unsigned char *)a;
-	c->present = (aword *)(c->data + CHUNK_BYTES);
-	c->backed = (aword *)(c->data + CHUNK_BYTES + present_bytes);
+	c->present = (aword *)(c->data - front);
+	c->backed = (aword *)(c->data - front + ((size_t)1 << m->cs_shift) / 8);
 	return c;
+}
+
+/* Make chunk c's data len bytes long: its bitmaps and pages move (not
+ * copied) to a new mapping, in one step that fails whole or not at all;
+ * -1 when out of memory.  Exclusive lock. */
+static int chunk_grow(struct ram_layer *m, struct chunk *c, size_t len)
+{
+	size_t front = bits_bytes(m), map_len;
+	unsigned char *data;
+	void *map = map_chunk(front, len, &map_len, &data);
+	if (!map)
+		return -1;
+	unsigned char *from = c->data - front;
+	if (mremap(from, front + c->data_len, front + c->data_len, MREMAP_MAYMOVE | MREMAP_FIXED,
+	           data - front) == MAP_FAILED) {
+		munmap(map, map_len);
+		return -1;
+	}
+	/* what is left of the old mapping: the slack on either side (not the
+	 * hole the move left, which another thread may have mapped by now) */
+	unsigned char *map0 = c->map, *end = c->data + c->data_len;
+	if (from > map0)
+		munmap(map0, (size_t)(from - map0));
+	if (map0 + c->map_len > end)
+		munmap(end, (size_t)(map0 + c->map_len - end));
+	c->map = map;
+	c->map_len = map_len;
+	c->present = (aword *)(data - front);
+	c->backed = (aword *)(data - front + ((size_t)1 << m->cs_shift) / 8);
+	c->data = data;
+	c->data_len = len;
+	return 0;
 }
 
 static void chunk_free(struct chunk *c)
@@ -293,7 +358,7 @@ static struct chunk *chunk_get(struct ram_layer *m, uint64_t ci)
 	struct chunk *c = atomic_load_explicit(slot, memory_order_acquire);
 	if (c)
 		return c;
-	struct chunk *fresh = chunk_new(m);
+	struct chunk *fresh = chunk_new(m, ci);
 	if (!fresh)
 		return NULL;
 	if (atomic_compare_exchange_strong_explicit(slot, &c, fresh, memory_order_acq_rel,
@@ -687,6 +752,17 @@ static int ram_resize(struct layer *l, uint64_t count)
 			                      memory_order_release);
 		}
 		m->height++;
+	}
+	/* chunks mapped short for a smaller layer get the room the new size needs */
+	uint64_t ci, from = 0, last = chunk_of(m, count - 1) + 1;
+	struct chunk *c;
+	while (count > m->count && next_chunk(m, from, last, &ci, &c)) {
+		size_t need = chunk_need(m, ci, count);
+		if (c->data_len < need && chunk_grow(m, c, need) < 0) {
+			pthread_rwlock_unlock(&m->lock);
+			return layered_layer_error(l, "resize: out of memory");
+		}
+		from = ci + 1;
 	}
 	if (count < m->count)
 		drop_range(m, count, m->count);
