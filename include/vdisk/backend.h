@@ -364,10 +364,12 @@ void vdisk_timer_start(struct vdisk_queue *q, struct vdisk_timer *t, uint64_t de
 void vdisk_timer_cancel(struct vdisk_queue *q, struct vdisk_timer *t);
 
 /* Bounce buffers: page-aligned, from a per-queue pool with a bounded budget.
- * Returns NULL when the budget is spent (return -EAGAIN: the core retries after
- * a completion); never when the queue holds no bounce buffer, so a request
- * larger than the whole budget still proceeds, nor when the queue has nothing
- * else in flight, so a child request whose parent holds the budget does too. */
+ * Returns NULL with errno EAGAIN when the budget is spent (return -EAGAIN: the
+ * core retries after a completion); never so when the queue holds no bounce
+ * buffer, so a request larger than the whole budget still proceeds, nor when
+ * the queue has nothing else in flight, so a child request whose parent holds
+ * the budget does too.  NULL with errno ENOMEM when memory ran out: return
+ * -ENOMEM (waiting would not help). */
 void *vdisk_bounce_get(struct vdisk_queue *q, size_t len);
 void vdisk_bounce_put(struct vdisk_queue *q, void *buf, size_t len);
 

@@ -640,7 +640,7 @@ static int crypt_write(struct vdisk_req *r)
 		return vdisk_req_forward(r, c->inner);
 	x->stage = vdisk_bounce_get(r->q, r->len);
 	if (!x->stage)
-		return -EAGAIN;
+		return -errno;
 	struct vdisk_req *child = NULL;
 	if (crypt_iov(c, vdisk_req_qstate(r), true, r->sector, r->iov, r->iovcnt, x->stage) < 0 ||
 	    !(child = vdisk_req_alloc(r, c->inner))) {

@@ -414,7 +414,7 @@ static int need_bounce(struct file *f, struct vdisk_req *r)
 		return 0;
 	c->bounce = vdisk_bounce_get(r->q, r->len);
 	if (!c->bounce)
-		return -EAGAIN;
+		return -errno;
 	if (r->op == VDISK_OP_WRITE)
 		vdisk_iov_to_buf(r->iov, r->iovcnt, 0, c->bounce, r->len);
 	return 0;

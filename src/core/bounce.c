@@ -2,6 +2,7 @@
  * classes, within a budget.  A queue that holds no bounce buffer always gets
  * one, however large, so a request bigger than the budget cannot wait forever
  * (the per-thread tracker of the reference can). */
+#include <errno.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -21,16 +22,20 @@ VD_EXPORT void *vdisk_bounce_get(struct vdisk_queue *q, size_t len)
 {
 	unsigned c = size_class(len);
 	size_t size = (size_t)PAGE << c;
-	if (q->bounce_count && q->bounce_out + size > q->bounce_budget && !q->bounce_waive)
+	if (q->bounce_count && q->bounce_out + size > q->bounce_budget && !q->bounce_waive) {
+		errno = EAGAIN;
 		return NULL;
+	}
 	void *p = NULL;
 	if (c < CACHED_CLASSES && q->bounce[c].free) {
 		p = q->bounce[c].free;
 		q->bounce[c].free = *(void **)p;
 	} else {
 		p = aligned_alloc(PAGE, size);
-		if (!p)
+		if (!p) {
+			errno = ENOMEM;
 			return NULL;
+		}
 	}
 	q->bounce_out += size;
 	q->bounce_count++;

@@ -475,7 +475,7 @@ static int layered_read(struct vdisk_req *r)
 		size_t len = r->len + (2 + (size_t)ld->ncache) * words * 8;
 		c->mem = vdisk_bounce_get(r->q, len);
 		if (!c->mem)
-			return -EAGAIN;
+			return -errno;
 		c->pooled = true;
 		c->mem_len = len;
 		c->bounce = c->mem;
@@ -487,7 +487,7 @@ static int layered_read(struct vdisk_req *r)
 	} else if (words > INLINE_WORDS) {
 		c->mem = vdisk_bounce_get(r->q, words * 8);
 		if (!c->mem)
-			return -EAGAIN;
+			return -errno;
 		c->pooled = true;
 		c->mem_len = words * 8;
 		c->bits = c->mem;
