@@ -195,3 +195,17 @@ struct vdisk *tu_open_stripe(unsigned n, const char *chunk, const char *member)
 	free(s);
 	return d;
 }
+
+unsigned long long tu_vm_size(void)
+{
+	unsigned long long kb = 0;
+	char line[256];
+	FILE *f = fopen("/proc/self/status", "r");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof line, f))
+		if (strncmp(line, "VmSize:", 7) == 0)
+			sscanf(line + 7, "%llu", &kb);
+	fclose(f);
+	return kb << 10;
+}

@@ -16,6 +16,18 @@ char *tu_spec(const char *spec);
 /* Open a spec (after @TMP@ substitution); aborts the test with the message on failure. */
 struct vdisk *tu_open(const char *spec, unsigned flags);
 
+/* TU_SANITIZED: built with AddressSanitizer or ThreadSanitizer, which reserve
+ * terabytes of address space (tests that limit RLIMIT_AS skip then). */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TU_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define TU_SANITIZED 1
+#endif
+#endif
+/* This process's address space in bytes (VmSize), 0 if unknown. */
+unsigned long long tu_vm_size(void);
+
 /* {"type":"striped","chunk-size":CHUNK<extra>,"disks":[MEMBER x n]}, each
  * "%d" in member replaced by the member's index; malloc'd.  extra (may be
  * NULL) is inserted as is, e.g. ",\"sector-count\":8". */

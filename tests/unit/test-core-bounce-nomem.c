@@ -19,29 +19,7 @@
 
 #include "testutil.h"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-
-#ifndef SANITIZED
-static unsigned long long vm_size(void)
-{
-	unsigned long long kb = 0;
-	char line[256];
-	FILE *f = fopen("/proc/self/status", "r");
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof line, f))
-		if (strncmp(line, "VmSize:", 7) == 0)
-			sscanf(line + 7, "%llu", &kb);
-	fclose(f);
-	return kb << 10;
-}
-
+#ifndef TU_SANITIZED
 /* child: exit 0 if a 128 MiB request through spec fails with ENOMEM (or
  * succeeds, if the stack did not need a bounce buffer after all: exit 4) */
 static int child(const char *spec, int write)
@@ -55,7 +33,7 @@ static int child(const char *spec, int write)
 		return 5;
 	memset(buf, 1, LEN);
 	struct rlimit lim;
-	lim.rlim_cur = lim.rlim_max = vm_size() + (32ull << 20);
+	lim.rlim_cur = lim.rlim_max = tu_vm_size() + (32ull << 20);
 	if (setrlimit(RLIMIT_AS, &lim) < 0)
 		return 3;
 	alarm(60); /* a request that never completes fails the test, not CI */
@@ -69,7 +47,7 @@ static int child(const char *spec, int write)
 
 static void run(const char *spec, int write)
 {
-#ifdef SANITIZED
+#ifdef TU_SANITIZED
 	(void)spec;
 	(void)write;
 	skip(); /* sanitizers reserve terabytes of address space */

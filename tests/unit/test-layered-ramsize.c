@@ -20,36 +20,12 @@
 
 #define SS 512
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-
-#ifndef SANITIZED
-static unsigned long long vm_size(void)
-{
-	unsigned long long kb = 0;
-	char line[256];
-	FILE *f = fopen("/proc/self/status", "r");
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof line, f))
-		if (strncmp(line, "VmSize:", 7) == 0)
-			sscanf(line + 7, "%llu", &kb);
-	fclose(f);
-	return kb << 10;
-}
-#endif
-
 /* In a child with 256 MiB of address space to spare (as strict overcommit
  * would leave): a 64 MiB layer takes writes at both ends. */
 static void test_small_layer_reserves_little(void **state)
 {
 	(void)state;
-#ifdef SANITIZED
+#ifdef TU_SANITIZED
 	skip(); /* sanitizers reserve terabytes of address space */
 #else
 	pid_t pid = fork();
@@ -61,7 +37,7 @@ static void test_small_layer_reserves_little(void **state)
 		struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 		unsigned char *w = tu_alloc(8 * SS), *r = tu_alloc(8 * SS);
 		struct rlimit lim;
-		lim.rlim_cur = lim.rlim_max = vm_size() + (256ull << 20);
+		lim.rlim_cur = lim.rlim_max = tu_vm_size() + (256ull << 20);
 		if (setrlimit(RLIMIT_AS, &lim) < 0)
 			_exit(3);
 		const uint64_t at[] = {0, (64ull << 20) / SS - 8};
