@@ -1,5 +1,6 @@
 #include "testutil.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,4 +209,17 @@ unsigned long long tu_vm_size(void)
 			sscanf(line + 7, "%llu", &kb);
 	fclose(f);
 	return kb << 10;
+}
+
+void tu_flag_cb(void *opaque, vdisk_status st)
+{
+	struct tu_flag *f = opaque;
+	f->calls++;
+	f->st = st;
+}
+
+bool tu_fd_readable(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
 }

@@ -16,6 +16,15 @@ char *tu_spec(const char *spec);
 /* Open a spec (after @TMP@ substitution); aborts the test with the message on failure. */
 struct vdisk *tu_open(const char *spec, unsigned flags);
 
+/* A completion that records how often it ran and its last status. */
+struct tu_flag {
+	int calls;
+	vdisk_status st;
+};
+void tu_flag_cb(void *opaque, vdisk_status st); /* opaque: a struct tu_flag */
+/* fd is readable right now (poll with no wait). */
+bool tu_fd_readable(int fd);
+
 /* TU_SANITIZED: built with AddressSanitizer or ThreadSanitizer, which reserve
  * terabytes of address space (tests that limit RLIMIT_AS skip then). */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)

@@ -15,24 +15,6 @@
 #include "testutil.h"
 #include "vdisk/backend.h"
 
-struct flag {
-	int calls;
-	vdisk_status st;
-};
-
-static void flag_cb(void *o, vdisk_status st)
-{
-	struct flag *f = o;
-	f->calls++;
-	f->st = st;
-}
-
-static bool fd_readable(int fd)
-{
-	struct pollfd p = {.fd = fd, .events = POLLIN};
-	return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
-}
-
 static void test_callback_never_inside_submit(void **state)
 {
 	(void)state;
@@ -40,8 +22,8 @@ static void test_callback_never_inside_submit(void **state)
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 	unsigned char buf[512];
 	struct iovec iov = {buf, sizeof buf};
-	struct flag f = {0};
-	assert_int_equal(vdisk_readv(q, 0, &iov, 1, flag_cb, &f), 0);
+	struct tu_flag f = {0};
+	assert_int_equal(vdisk_readv(q, 0, &iov, 1, tu_flag_cb, &f), 0);
 	/* the RAM disk completed it inline, but the callback waits for poll */
 	assert_int_equal(f.calls, 0);
 	assert_int_equal(vdisk_queue_inflight(q), 1);
@@ -51,7 +33,7 @@ static void test_callback_never_inside_submit(void **state)
 	assert_int_equal(vdisk_queue_inflight(q), 0);
 	assert_int_equal(vdisk_queue_poll(q), 0);
 	/* an out-of-range request also completes through the callback */
-	assert_int_equal(vdisk_readv(q, 1u << 20, &iov, 1, flag_cb, &f), 0);
+	assert_int_equal(vdisk_readv(q, 1u << 20, &iov, 1, tu_flag_cb, &f), 0);
 	assert_int_equal(f.calls, 1);
 	assert_int_equal(vdisk_queue_wait(q, -1), 1);
 	assert_int_equal(f.calls, 2);
@@ -67,15 +49,15 @@ static void test_invalid_arguments(void **state)
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 	unsigned char buf[512];
 	struct iovec iov = {buf, sizeof buf};
-	struct flag f = {0};
-	assert_int_equal(vdisk_readv(q, 0, NULL, 1, flag_cb, &f), -EINVAL);
-	assert_int_equal(vdisk_readv(q, 0, &iov, -1, flag_cb, &f), -EINVAL);
+	struct tu_flag f = {0};
+	assert_int_equal(vdisk_readv(q, 0, NULL, 1, tu_flag_cb, &f), -EINVAL);
+	assert_int_equal(vdisk_readv(q, 0, &iov, -1, tu_flag_cb, &f), -EINVAL);
 	assert_int_equal(vdisk_readv(q, 0, &iov, 1, NULL, &f), -EINVAL);
-	assert_int_equal(vdisk_writev(q, 0, &iov, 1, 0x80, flag_cb, &f), -EINVAL);
-	assert_int_equal(vdisk_unmap(q, 0, 1, 0x80, flag_cb, &f), -EINVAL);
-	assert_int_equal(vdisk_write_zeroes(q, 0, 1, 0x80, flag_cb, &f), -EINVAL);
-	assert_int_equal(vdisk_extents(q, 0, 1, NULL, 1, NULL, flag_cb, &f), -EINVAL);
-	assert_int_equal(vdisk_wait_resize(q, 0, NULL, flag_cb, &f), -EINVAL);
+	assert_int_equal(vdisk_writev(q, 0, &iov, 1, 0x80, tu_flag_cb, &f), -EINVAL);
+	assert_int_equal(vdisk_unmap(q, 0, 1, 0x80, tu_flag_cb, &f), -EINVAL);
+	assert_int_equal(vdisk_write_zeroes(q, 0, 1, 0x80, tu_flag_cb, &f), -EINVAL);
+	assert_int_equal(vdisk_extents(q, 0, 1, NULL, 1, NULL, tu_flag_cb, &f), -EINVAL);
+	assert_int_equal(vdisk_wait_resize(q, 0, NULL, tu_flag_cb, &f), -EINVAL);
 	assert_int_equal(vdisk_queue_poll(q), 0);
 	assert_int_equal(f.calls, 0);
 	assert_int_equal(vdisk_queue_inflight(q), 0);
@@ -91,14 +73,14 @@ static void test_fd_signals_inline_completion(void **state)
 	int fd = vdisk_queue_fd(q);
 	assert_true(fd >= 0);
 	assert_int_equal(vdisk_queue_fd(q), fd);
-	assert_false(fd_readable(fd));
+	assert_false(tu_fd_readable(fd));
 	unsigned char buf[512];
 	struct iovec iov = {buf, sizeof buf};
-	struct flag f = {0};
-	assert_int_equal(vdisk_readv(q, 0, &iov, 1, flag_cb, &f), 0);
-	assert_true(fd_readable(fd));
+	struct tu_flag f = {0};
+	assert_int_equal(vdisk_readv(q, 0, &iov, 1, tu_flag_cb, &f), 0);
+	assert_true(tu_fd_readable(fd));
 	assert_int_equal(vdisk_queue_poll(q), 1);
-	assert_false(fd_readable(fd));
+	assert_false(tu_fd_readable(fd));
 	vdisk_queue_destroy(q);
 	vdisk_unref(d);
 }
@@ -112,8 +94,8 @@ static void test_fd_signals_kernel_completion(void **state)
 	int fd = vdisk_queue_fd(q);
 	unsigned char *buf = tu_alloc(4096);
 	struct iovec iov = {buf, 4096};
-	struct flag f = {0};
-	assert_int_equal(vdisk_readv(q, 0, &iov, 1, flag_cb, &f), 0);
+	struct tu_flag f = {0};
+	assert_int_equal(vdisk_readv(q, 0, &iov, 1, tu_flag_cb, &f), 0);
 	struct pollfd p = {.fd = fd, .events = POLLIN};
 	for (int i = 0; i < 100 && !f.calls; i++) {
 		assert_true(poll(&p, 1, 5000) == 1);
@@ -135,8 +117,8 @@ static void test_wait_timeout(void **state)
 	assert_int_equal(vdisk_queue_wait(q, -1), 0);
 	/* a wait-resize that never completes: wait times out */
 	uint64_t newc = 0;
-	struct flag f = {0};
-	assert_int_equal(vdisk_wait_resize(q, vdisk_sector_count(d), &newc, flag_cb, &f), 0);
+	struct tu_flag f = {0};
+	assert_int_equal(vdisk_wait_resize(q, vdisk_sector_count(d), &newc, tu_flag_cb, &f), 0);
 	uint64_t t0 = vdisk_now_ns();
 	assert_int_equal(vdisk_queue_wait(q, 20 * 1000 * 1000), 0);
 	uint64_t dt = vdisk_now_ns() - t0;
@@ -154,8 +136,8 @@ static void test_wait_resize_immediate(void **state)
 	struct vdisk *d = tu_open("ram:size=1M", 0);
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 	uint64_t newc = 0;
-	struct flag f = {0};
-	assert_int_equal(vdisk_wait_resize(q, 5, &newc, flag_cb, &f), 0);
+	struct tu_flag f = {0};
+	assert_int_equal(vdisk_wait_resize(q, 5, &newc, tu_flag_cb, &f), 0);
 	assert_int_equal(vdisk_queue_wait(q, -1), 1);
 	assert_int_equal(newc, 2048);
 	vdisk_queue_destroy(q);
@@ -239,12 +221,12 @@ static void test_plug_batches(void **state)
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 	unsigned char *buf = tu_alloc(16 * 4096);
 	struct iovec iov[16];
-	struct flag f[16];
+	struct tu_flag f[16];
 	memset(f, 0, sizeof f);
 	vdisk_queue_plug(q);
 	for (int i = 0; i < 16; i++) {
 		iov[i] = (struct iovec){buf + i * 4096, 4096};
-		assert_int_equal(vdisk_readv(q, (uint64_t)i * 8, &iov[i], 1, flag_cb, &f[i]), 0);
+		assert_int_equal(vdisk_readv(q, (uint64_t)i * 8, &iov[i], 1, tu_flag_cb, &f[i]), 0);
 	}
 	vdisk_queue_unplug(q);
 	int done = 0;

@@ -16,18 +16,6 @@
 #include "testutil.h"
 #include "vdisk/vdisk.h"
 
-struct flag {
-	int calls;
-	vdisk_status st;
-};
-
-static void flag_cb(void *o, vdisk_status st)
-{
-	struct flag *f = o;
-	f->calls++;
-	f->st = st;
-}
-
 /* iovec lengths whose sum wraps around to a small number of bytes: taken for
  * that small length, a driver would copy the real lengths */
 static void test_iov_length_overflow(void **state)
@@ -39,9 +27,9 @@ static void test_iov_length_overflow(void **state)
 		struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 		unsigned char *buf = tu_alloc(4096);
 		struct iovec iov[2] = {{buf, SIZE_MAX - 511}, {buf, 1024}}; /* sum: 512 */
-		struct flag f = {0};
-		assert_int_equal(vdisk_readv(q, 0, iov, 2, flag_cb, &f), -EINVAL);
-		assert_int_equal(vdisk_writev(q, 0, iov, 2, 0, flag_cb, &f), -EINVAL);
+		struct tu_flag f = {0};
+		assert_int_equal(vdisk_readv(q, 0, iov, 2, tu_flag_cb, &f), -EINVAL);
+		assert_int_equal(vdisk_writev(q, 0, iov, 2, 0, tu_flag_cb, &f), -EINVAL);
 		assert_int_equal(vdisk_queue_poll(q), 0);
 		assert_int_equal(f.calls, 0);
 		assert_int_equal(vdisk_queue_inflight(q), 0);

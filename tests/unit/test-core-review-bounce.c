@@ -78,24 +78,6 @@ static const struct vdisk_driver stage_driver = {
     .write = stage_write,
 };
 
-struct flag {
-	int calls;
-	vdisk_status st;
-};
-
-static void flag_cb(void *o, vdisk_status st)
-{
-	struct flag *f = o;
-	f->calls++;
-	f->st = st;
-}
-
-static bool fd_readable(int fd)
-{
-	struct pollfd p = {.fd = fd, .events = POLLIN};
-	return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
-}
-
 /* One write larger than half the budget (16 MiB): the outer layer's buffer
  * takes all of it, the inner one finds none left.  With event_loop, the queue
  * is driven as an event loop would: poll only when the descriptor says so. */
@@ -108,11 +90,11 @@ static void write_nested(const char *spec, bool event_loop)
 	unsigned char *want = tu_alloc(len), *got = tu_alloc(len);
 	tu_pattern(want, len, 8, 512, 1);
 	struct iovec iov = {want, len};
-	struct flag f = {0};
-	assert_int_equal(vdisk_writev(q, 8, &iov, 1, 0, flag_cb, &f), 0);
+	struct tu_flag f = {0};
+	assert_int_equal(vdisk_writev(q, 8, &iov, 1, 0, tu_flag_cb, &f), 0);
 	/* everything below completes inline: a few polls must finish it */
 	for (int i = 0; i < 1000 && !f.calls; i++) {
-		if (event_loop && !fd_readable(fd))
+		if (event_loop && !tu_fd_readable(fd))
 			fail_msg("%s: the queue has work but its descriptor is not readable", spec);
 		vdisk_queue_poll(q);
 	}

@@ -29,22 +29,10 @@ int pthread_mutex_lock(pthread_mutex_t *m)
 	return real_lock(m);
 }
 
-struct flag {
-	int calls;
-	vdisk_status st;
-};
-
-static void flag_cb(void *o, vdisk_status st)
-{
-	struct flag *f = o;
-	f->calls++;
-	f->st = st;
-}
-
 static struct vdisk *disk;
 static struct vdisk_queue *queue;
 static uint64_t base, got;
-static struct flag waiter;
+static struct tu_flag waiter;
 
 /* Between the first resize's store of its count and its wake-up of the
  * waiters: a second resize completes, and a waiter registers with the count
@@ -52,7 +40,7 @@ static struct flag waiter;
 static void second_resize(void)
 {
 	assert_int_equal(vdisk_resize(disk, base + 20), 0);
-	assert_int_equal(vdisk_wait_resize(queue, base + 20, &got, flag_cb, &waiter), 0);
+	assert_int_equal(vdisk_wait_resize(queue, base + 20, &got, tu_flag_cb, &waiter), 0);
 }
 
 static void test_racing_resizes(void **state)

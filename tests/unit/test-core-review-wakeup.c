@@ -18,24 +18,6 @@
 #include "testutil.h"
 #include "vdisk/backend.h"
 
-struct flag {
-	int calls;
-	vdisk_status st;
-};
-
-static void flag_cb(void *o, vdisk_status st)
-{
-	struct flag *f = o;
-	f->calls++;
-	f->st = st;
-}
-
-static bool fd_readable(int fd)
-{
-	struct pollfd p = {.fd = fd, .events = POLLIN};
-	return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
-}
-
 /* read(2) of this test, to run a hook at the exact moment the queue reads its
  * eventfd: a kick from another thread landing there is a race the scheduler
  * rarely shows, made deterministic here.  Every other read is the system
@@ -75,11 +57,11 @@ static void test_kick_during_reset_is_not_lost(void **state)
 	/* an inline completion kicks the eventfd */
 	unsigned char buf[512];
 	struct iovec iov = {buf, sizeof buf};
-	struct flag r = {0}, w1 = {0}, w2 = {0};
+	struct tu_flag r = {0}, w1 = {0}, w2 = {0};
 	uint64_t n1 = 0, n2 = 0;
-	assert_int_equal(vdisk_readv(q, 0, &iov, 1, flag_cb, &r), 0);
-	assert_int_equal(vdisk_wait_resize(q, hook_size, &n1, flag_cb, &w1), 0);
-	assert_true(fd_readable(fd));
+	assert_int_equal(vdisk_readv(q, 0, &iov, 1, tu_flag_cb, &r), 0);
+	assert_int_equal(vdisk_wait_resize(q, hook_size, &n1, tu_flag_cb, &w1), 0);
+	assert_true(tu_fd_readable(fd));
 
 	/* the poll reads the eventfd just as a resize completes w1 remotely */
 	read_hook = resize_in_read;
@@ -89,13 +71,13 @@ static void test_kick_during_reset_is_not_lost(void **state)
 	assert_int_equal(n1, hook_size);
 
 	/* a later remote completion must still make the descriptor readable */
-	assert_int_equal(vdisk_wait_resize(q, hook_size, &n2, flag_cb, &w2), 0);
+	assert_int_equal(vdisk_wait_resize(q, hook_size, &n2, tu_flag_cb, &w2), 0);
 	assert_int_equal(vdisk_resize(d, hook_size + 1), 0);
-	assert_true(fd_readable(fd));
+	assert_true(tu_fd_readable(fd));
 	assert_int_equal(vdisk_queue_poll(q), 1);
 	assert_int_equal(w2.calls, 1);
 	assert_int_equal(n2, hook_size + 1);
-	assert_false(fd_readable(fd));
+	assert_false(tu_fd_readable(fd));
 
 	vdisk_queue_destroy(q);
 	vdisk_unref(d);
@@ -159,11 +141,11 @@ static void test_completions_beyond_the_ring_are_reaped(void **state)
 	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
 	int fd = vdisk_queue_fd(q);
 	assert_true(fd >= 0);
-	static struct flag f[N];
+	static struct tu_flag f[N];
 	struct iovec iov = {NULL, 0};
 	vdisk_queue_plug(q);
 	for (int i = 0; i < N; i++)
-		assert_int_equal(vdisk_readv(q, 0, &iov, 0, flag_cb, &f[i]), 0);
+		assert_int_equal(vdisk_readv(q, 0, &iov, 0, tu_flag_cb, &f[i]), 0);
 	vdisk_queue_unplug(q);
 	/* an event loop: wait for the descriptor, poll; each readable descriptor
 	 * must bring progress, or the loop spins for ever */
