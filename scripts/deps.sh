@@ -4,11 +4,12 @@
 set -euo pipefail
 
 BUILD_PKGS=(gcc make cmake pkg-config liburing-dev libssl-dev libsqlite3-dev libjansson-dev
-            libcurl4-openssl-dev libcmocka-dev)
+            libcurl4-openssl-dev libnbd-dev librbd-dev libcmocka-dev scdoc)
 # oracles and tools the tests and benchmarks run against
 TEST_PKGS=(qemu-utils libnbd-bin python3-libnbd python3-cryptography nbdkit fio nbdfuse fuse3
            e2fsprogs sqlite3 openssl clang libclang-rt-14-dev jq
-           clang-format)
+           clang-format libvhdi-utils python3-libvhdi qemu-block-extra nginx-light
+           ceph-mon ceph-osd libiscsi-bin tgt)
 
 want=("${BUILD_PKGS[@]}")
 if [[ "${1:-}" == "--test" ]]; then
