@@ -173,8 +173,10 @@ static bool start(void)
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	int rc = pthread_create(&thread, NULL, listener_main, NULL);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc == 0)
+	if (rc == 0) {
+		pthread_setname_np(thread, "vdisk-uevent");
 		return true;
+	}
 fail:
 	close(nl_fd);
 	if (stop_fd >= 0)
