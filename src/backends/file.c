@@ -141,8 +141,7 @@ static struct file *file_new(const struct file_opts *o)
 	f->fd = -1;
 	f->path = strdup(o->path);
 	f->read_only = o->ro;
-	f->write_mode =
-	    o->wmode && strcmp(o->wmode, "uring") == 0 ? WRITE_URING : WRITE_INLINE;
+	f->write_mode = o->wmode && strcmp(o->wmode, "uring") == 0 ? WRITE_URING : WRITE_INLINE;
 	if (!f->path) {
 		free(f);
 		return NULL;
@@ -315,10 +314,9 @@ static void fill_meta(struct vdisk *d, struct file *f, const struct stat *st)
 	/* a discarded block may read back as anything (§5.2): only write-zeroes
 	 * promises zeros */
 	m->unmap = f->can_discard ? VDISK_UNMAP_UNSPECIFIED : VDISK_UNMAP_IGNORED;
-	m->optimal_unmap_sectors =
-	    f->can_discard && f->bi.discard_granularity >> f->shift
-	        ? f->bi.discard_granularity >> f->shift
-	        : 1;
+	m->optimal_unmap_sectors = f->can_discard && f->bi.discard_granularity >> f->shift
+	                               ? f->bi.discard_granularity >> f->shift
+	                               : 1;
 	m->caps |= !f->read_only && f->bi.write_zeroes_max ? VDISK_CAP_FAST_ZERO : 0;
 	m->caps |= f->bi.cdrom ? VDISK_CAP_EJECT : 0;
 	m->has_pr = blk_pr_probe(f->fd, &f->bi, &f->pr);
@@ -859,8 +857,8 @@ static int file_inspect(struct vdisk *d, json_t *obj)
 	json_object_set_new(dev, "discard_granularity", json_integer(b->discard_granularity));
 	json_object_set_new(dev, "write_zeroes", json_boolean(b->write_zeroes_max != 0));
 	json_object_set_new(dev, "native_fua", json_boolean(b->fua));
-	json_object_set_new(dev, "write_cache", json_string(b->write_cache ? "write back"
-	                                                                    : "write through"));
+	json_object_set_new(dev, "write_cache",
+	                    json_string(b->write_cache ? "write back" : "write through"));
 	json_object_set_new(dev, "rotational", json_boolean(b->rotational));
 	json_object_set_new(dev, "cdrom", json_boolean(b->cdrom));
 	json_object_set_new(dev, "nvme_nsid", json_integer(b->nsid));

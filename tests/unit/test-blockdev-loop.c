@@ -244,9 +244,8 @@ static void test_resize_seen_by_waiters(void **state)
 
 	/* shrink: the waiter sees it, and the lost part is out of range */
 	struct waiter ws = {0};
-	assert_int_equal(vdisk_wait_resize(qa, vdisk_sector_count(a), &ws.count, tu_flag_cb,
-	                                   &ws.flag),
-	                 0);
+	assert_int_equal(
+	    vdisk_wait_resize(qa, vdisk_sector_count(a), &ws.count, tu_flag_cb, &ws.flag), 0);
 	losetup_c(&l, 2 << 20);
 	wait_done(qa, &ws.flag);
 	assert_int_equal(ws.count, (2 << 20) / 512);
@@ -301,33 +300,41 @@ static void test_uevent_parse(void **state)
 	(void)state;
 	char buf[512];
 	dev_t dev = 0;
-	const char *resize[] = {"change@/devices/virtual/block/loop3", "ACTION=change",
-	                        "DEVPATH=/devices/virtual/block/loop3", "SUBSYSTEM=block",
-	                        "RESIZE=1", "MAJOR=7", "MINOR=3", "DEVNAME=loop3", NULL};
+	const char *resize[] = {"change@/devices/virtual/block/loop3",
+	                        "ACTION=change",
+	                        "DEVPATH=/devices/virtual/block/loop3",
+	                        "SUBSYSTEM=block",
+	                        "RESIZE=1",
+	                        "MAJOR=7",
+	                        "MINOR=3",
+	                        "DEVNAME=loop3",
+	                        NULL};
 	size_t n = msg(buf, resize);
 	assert_int_equal(blk_uevent_parse(buf, n, &dev), 1);
 	assert_int_equal(major(dev), 7);
 	assert_int_equal(minor(dev), 3);
 	/* the last field cut off before its NUL: not trusted */
 	assert_int_equal(blk_uevent_parse(buf, n - 1, &dev), 1);
-	const char *cut[] = {"change@/x", "ACTION=change", "SUBSYSTEM=block", "RESIZE=1", "MAJOR=7",
-	                     "MINOR=3", NULL};
+	const char *cut[] = {"change@/x", "ACTION=change", "SUBSYSTEM=block",
+	                     "RESIZE=1",  "MAJOR=7",       "MINOR=3",
+	                     NULL};
 	n = msg(buf, cut);
 	assert_int_equal(blk_uevent_parse(buf, n - 1, &dev), 0);
-	const char *add[] = {"add@/x", "ACTION=add", "SUBSYSTEM=block", "RESIZE=1", "MAJOR=7",
+	const char *add[] = {"add@/x",  "ACTION=add", "SUBSYSTEM=block", "RESIZE=1", "MAJOR=7",
 	                     "MINOR=3", NULL};
 	assert_int_equal(blk_uevent_parse(buf, msg(buf, add), &dev), 0);
-	const char *noresize[] = {"change@/x", "ACTION=change", "SUBSYSTEM=block", "MAJOR=7",
-	                          "MINOR=3", NULL};
+	const char *noresize[] = {"change@/x", "ACTION=change", "SUBSYSTEM=block",
+	                          "MAJOR=7",   "MINOR=3",       NULL};
 	assert_int_equal(blk_uevent_parse(buf, msg(buf, noresize), &dev), 0);
-	const char *net[] = {"change@/x", "ACTION=change", "SUBSYSTEM=net", "RESIZE=1", "MAJOR=7",
-	                     "MINOR=3", NULL};
+	const char *net[] = {
+	    "change@/x", "ACTION=change", "SUBSYSTEM=net", "RESIZE=1", "MAJOR=7", "MINOR=3", NULL};
 	assert_int_equal(blk_uevent_parse(buf, msg(buf, net), &dev), 0);
-	const char *badnum[] = {"change@/x", "ACTION=change", "SUBSYSTEM=block", "RESIZE=1",
-	                        "MAJOR=7x", "MINOR=3", NULL};
+	const char *badnum[] = {"change@/x", "ACTION=change", "SUBSYSTEM=block",
+	                        "RESIZE=1",  "MAJOR=7x",      "MINOR=3",
+	                        NULL};
 	assert_int_equal(blk_uevent_parse(buf, msg(buf, badnum), &dev), 0);
-	const char *empty[] = {"change@/x", "ACTION=change", "SUBSYSTEM=block", "RESIZE=1",
-	                       "MAJOR=", "MINOR=3", NULL};
+	const char *empty[] = {
+	    "change@/x", "ACTION=change", "SUBSYSTEM=block", "RESIZE=1", "MAJOR=", "MINOR=3", NULL};
 	assert_int_equal(blk_uevent_parse(buf, msg(buf, empty), &dev), 0);
 	assert_int_equal(blk_uevent_parse(buf, 0, &dev), 0);
 }
@@ -401,8 +408,9 @@ int main(void)
 	};
 	int rc = cmocka_run_group_tests(parsers, NULL, NULL);
 	if (access("/dev/loop-control", R_OK | W_OK) != 0) {
-		fprintf(stderr, "SKIP: loop device tests: /dev/loop-control: %s (needs root and "
-		                "the loop driver)\n",
+		fprintf(stderr,
+		        "SKIP: loop device tests: /dev/loop-control: %s (needs root and "
+		        "the loop driver)\n",
 		        strerror(errno));
 		return rc ? rc : 77;
 	}

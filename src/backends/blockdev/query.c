@@ -78,8 +78,8 @@ int blk_query(int fd, const char *path, dev_t rdev, struct blk_info *bi)
 	bi->write_zeroes_max = sysfs_u64(rdev, "queue/write_zeroes_max_bytes");
 	bi->fua = sysfs_u64(rdev, "queue/fua") != 0;
 	char wc[32];
-	bi->write_cache = sysfs_read(rdev, "queue/write_cache", wc, sizeof wc) &&
-	                  strcmp(wc, "write back") == 0;
+	bi->write_cache =
+	    sysfs_read(rdev, "queue/write_cache", wc, sizeof wc) && strcmp(wc, "write back") == 0;
 
 	/* an optical drive: it answers CDROM_GET_CAPABILITY (other devices say
 	 * ENOTTY or EINVAL) and can open its tray */

@@ -113,7 +113,9 @@ static bool drain(void)
 	for (;;) {
 		struct sockaddr_nl from;
 		struct iovec iov = {buf, sizeof buf};
-		struct msghdr mh = {.msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &iov,
+		struct msghdr mh = {.msg_name = &from,
+		                    .msg_namelen = sizeof from,
+		                    .msg_iov = &iov,
 		                    .msg_iovlen = 1};
 		ssize_t n = recvmsg(nl_fd, &mh, MSG_DONTWAIT);
 		if (n < 0 && errno == EINTR)
@@ -157,8 +159,8 @@ static void *listener_main(void *arg)
 static bool start(void)
 {
 	struct sockaddr_nl sa = {.nl_family = AF_NETLINK, .nl_groups = 1};
-	nl_fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
-	               NETLINK_KOBJECT_UEVENT);
+	nl_fd =
+	    socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_KOBJECT_UEVENT);
 	if (nl_fd < 0)
 		return false;
 	/* room for a burst (a partition table rescan sends dozens) */
