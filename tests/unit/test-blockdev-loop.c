@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <linux/loop.h>
@@ -265,6 +267,54 @@ static void test_resize_seen_by_waiters(void **state)
 	loop_detach(&l);
 }
 
+/* Lost events degrade into a re-read: with this process stopped, a child
+ * floods the uevent socket with synthetic "change" events until it overflows,
+ * then resizes the device, whose RESIZE=1 event finds the socket full and is
+ * dropped.  Once the process runs again, the listener reads ENOBUFS and
+ * re-reads every device, so the waiter still sees the new size. */
+static void test_lost_events_requery(void **state)
+{
+	(void)state;
+	struct loopdev l;
+	assert_int_equal(loop_attach(&l, "o.img", 4 << 20, 512), 0);
+	struct vdisk *d = open_dev(&l, NULL);
+	struct vdisk_queue *q = vdisk_queue_create(d, NULL);
+	uint64_t old = vdisk_sector_count(d);
+	struct waiter w = {0};
+	assert_int_equal(vdisk_wait_resize(q, old, &w.count, tu_flag_cb, &w.flag), 0);
+
+	char uevent[128];
+	snprintf(uevent, sizeof uevent, "/sys/block/%s/uevent", l.path + 5);
+	pid_t parent = getpid();
+	pid_t child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		/* only system calls here: the parent has threads */
+		int rc = 0;
+		kill(parent, SIGSTOP);
+		for (int i = 0; i < 20000 && rc == 0; i++) {
+			int fd = open(uevent, O_WRONLY);
+			if (fd < 0 || write(fd, "change", 6) != 6)
+				rc = 1;
+			if (fd >= 0)
+				close(fd);
+		}
+		if (truncate(l.backing, 6 << 20) < 0 || ioctl(l.fd, LOOP_SET_CAPACITY, 0) < 0)
+			rc = 1;
+		kill(parent, SIGCONT);
+		_exit(rc);
+	}
+	int status;
+	assert_int_equal(waitpid(child, &status, 0), child);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	wait_done(q, &w.flag);
+	assert_int_equal(w.count, (6 << 20) / 512);
+	vdisk_queue_destroy(q);
+	vdisk_unref(d);
+	loop_detach(&l);
+}
+
 static void test_no_reservations_no_tray(void **state)
 {
 	(void)state;
@@ -404,6 +454,7 @@ int main(void)
 	    cmocka_unit_test(test_geometry),
 	    cmocka_unit_test(test_discard_reads_zeros),
 	    cmocka_unit_test(test_resize_seen_by_waiters),
+	    cmocka_unit_test(test_lost_events_requery),
 	    cmocka_unit_test(test_no_reservations_no_tray),
 	};
 	int rc = cmocka_run_group_tests(parsers, NULL, NULL);
