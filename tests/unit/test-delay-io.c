@@ -62,8 +62,9 @@ static void test_out_of_order(void **state)
 	assert_int_equal(rec.order[0], 2);
 	assert_int_equal(rec.order[1], 1);
 	assert_true(vdisk_ok(t1.st) && vdisk_ok(t2.st));
+	/* the order above shows the write was not held; only the lower bound is
+	 * a promise a loaded machine keeps */
 	assert_true(t1.t - t0 >= 30000000u);
-	assert_true(t2.t - t0 < 30000000u);
 
 	/* changed while running: now the write is slow and the read fast */
 	char *res = NULL;
