@@ -177,12 +177,20 @@ int img_container_open(struct vdisk *d, json_t *cfg, struct img_container *ct,
 		return vdisk_set_error("path: required (or inner: the container's spec)");
 	if (path && !*path)
 		return vdisk_set_error("path: empty");
-	if (create_size && !path)
-		return vdisk_set_error("create: needs path (a new file), not inner");
 	if (!path) {
 		ct->disk = vdisk_open_child(d, inner, "inner", false);
 		if (!ct->disk)
 			return -1;
+		/* a new image in an existing container: it must take the image's
+		 * size, as formats keep a structure at the end */
+		uint64_t have = vdisk_sector_count(ct->disk) * vdisk_sector_size(ct->disk);
+		if (create_size && have != create_size &&
+		    (!(vdisk_caps(ct->disk) & VDISK_CAP_RESIZE) ||
+		     create_size % vdisk_sector_size(ct->disk) ||
+		     vdisk_resize(ct->disk, create_size / vdisk_sector_size(ct->disk)) < 0))
+			return vdisk_set_error("inner: holds %" PRIu64 " bytes and cannot be resized "
+			                       "to the new image's %" PRIu64,
+			                       have, create_size);
 		goto opened;
 	}
 	if (create_size && access(path, F_OK) == 0)

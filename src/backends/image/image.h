@@ -110,7 +110,8 @@ struct img_container {
 
 /* Open d's container from cfg's "path" (a `file` child) or "inner" (any
  * spec); exactly one must be given.  With create_size > 0 and "path", the
- * file must not exist and is made with that many bytes (sparse).  Returns 0,
+ * file must not exist and is made with that many bytes (sparse); with
+ * "inner" the container is resized to that many bytes.  Returns 0,
  * or -1 after setting an error naming the key. */
 int img_container_open(struct vdisk *d, json_t *cfg, struct img_container *ct,
                        uint64_t create_size);
