@@ -105,6 +105,9 @@ struct vhd_ctx {
 	uint32_t pblock;
 	uint32_t pfirst, pcount; /* sectors in the block (bits to set) */
 	bool setbits;
+	uint8_t rmw;     /* differencing: stage of a group's read-modify-write */
+	uint32_t rfirst; /* first sector (in the block) of the caller's data */
+	uint32_t rentry; /* the block's BAT entry */
 	bool running, again;
 	bool submitted; /* a child was submitted: errors complete the request */
 	bool need_sync; /* a FUA write that changed metadata */
@@ -987,6 +990,12 @@ static void child_done(struct vdisk_req *child, vdisk_status st)
 		vhd_run(c);
 		return;
 	}
+	if (c->rmw) {
+		if (vdisk_ok(st))
+			c->rmw++;
+		vhd_run(c);
+		return;
+	}
 	if (vdisk_ok(st)) {
 		if (c->bounce && c->op == OP_READ)
 			vdisk_iov_from_buf(c->r->iov, c->r->iovcnt, (size_t)c->done, c->bounce,
@@ -1060,6 +1069,86 @@ static int submit_meta(struct vhd_ctx *c, uint64_t off, const void *buf, size_t 
 	return vdisk_req_submit(child);
 }
 
+/* Submit one child rw of a buffer of our own. */
+static int submit_buf(struct vhd_ctx *c, struct vdisk *disk, enum vdisk_op op, uint64_t sector,
+                      void *buf, size_t len, uint32_t flags)
+{
+	struct vdisk_req *child = vdisk_req_alloc(c->r, disk);
+	if (!child)
+		return -ENOMEM;
+	c->miov = (struct iovec){buf, len};
+	c->submitted = true;
+	vdisk_req_prep_rw(child, op, sector, &c->miov, 1, flags);
+	child->done = child_done;
+	child->opaque = c;
+	return vdisk_req_submit(child);
+}
+
+/* A differencing write that sets the bits of part of a bitmap byte: libvhdi
+ * (and so, probably, other readers) takes a byte with any bit set as wholly
+ * present in the child, so the whole group of 8 sectors is written: what the
+ * disk reads there now (the parent's sectors, the child's where their bit is
+ * set) with the caller's data over it.  Stages: 1 read the parent's group,
+ * 2 read the child's, 3 write the merge, 4 set the bits.  Returns 1 when a
+ * child was submitted, 0 when the piece is done. */
+static int rmw_next(struct vhd_ctx *c)
+{
+	struct vdisk_req *r = c->r;
+	struct vhd *v = vdisk_priv(r->disk);
+	size_t glen = (size_t)c->pcount * 512;
+	uint8_t *par = c->bounce, *chi = par ? par + glen : NULL;
+	uint64_t vsec = ((uint64_t)c->pblock << v->bshift) + c->pfirst;
+	uint64_t at = (uint64_t)c->rentry + v->bitmap_bytes / 512 + c->pfirst;
+	int rc;
+	switch (c->rmw) {
+	case 1:
+		c->bounce = vdisk_bounce_get(r->q, 2 * glen);
+		if (!c->bounce)
+			return errno == EAGAIN ? -EAGAIN : -ENOMEM;
+		c->blen = 2 * glen;
+		par = c->bounce;
+		memset(par, 0, glen);
+		if (vsec >= v->parent_sectors) {
+			c->rmw = 2;
+			return rmw_next(c);
+		}
+		rc = submit_buf(c, v->parent, VDISK_OP_READ, vsec, par,
+		                vsec + c->pcount > v->parent_sectors
+		                    ? (size_t)(v->parent_sectors - vsec) * 512
+		                    : glen,
+		                0);
+		return rc < 0 ? rc : 1;
+	case 2:
+		rc = submit_buf(c, v->ct.disk, VDISK_OP_READ, at, chi, glen, 0);
+		return rc < 0 ? rc : 1;
+	case 3: {
+		const uint8_t *bm = v->bitmaps[c->pblock];
+		for (uint32_t i = 0; i < c->pcount; i++)
+			if (bit_get(bm, c->pfirst + i))
+				memcpy(par + (size_t)i * 512, chi + (size_t)i * 512, 512);
+		vdisk_iov_to_buf(r->iov, r->iovcnt, (size_t)c->done,
+		                 par + (size_t)(c->rfirst - c->pfirst) * 512, (size_t)c->plen);
+		rc = submit_buf(c, v->ct.disk, VDISK_OP_WRITE, at, par, glen, r->flags & VDISK_IO_FUA);
+		return rc < 0 ? rc : 1;
+	}
+	default: {
+		uint8_t *bm = v->bitmaps[c->pblock];
+		pthread_mutex_lock(&v->lock);
+		for (uint32_t i = c->pfirst; i < c->pfirst + c->pcount; i++)
+			bm[i >> 3] |= (uint8_t)(0x80 >> (i & 7));
+		v->bm_ver[c->pblock] = ++v->ver;
+		atomic_fetch_add(&v->meta_ver, 1);
+		pthread_mutex_unlock(&v->lock);
+		c->need_sync |= (r->flags & VDISK_IO_FUA) != 0;
+		c->done += c->plen;
+		c->rmw = 0;
+		vdisk_bounce_put(r->q, c->bounce, c->blen);
+		c->bounce = NULL;
+		return 0;
+	}
+	}
+}
+
 /* Allocate block b (see the top).  Returns its BAT entry, or a negative errno. */
 static int64_t allocate(struct vhd *v, uint32_t b)
 {
@@ -1115,6 +1204,8 @@ static int step_rw(struct vhd_ctx *c)
 {
 	struct vdisk_req *r = c->r;
 	struct vhd *v = vdisk_priv(r->disk);
+	if (c->rmw)
+		return rmw_next(c);
 	uint64_t sector = r->sector + c->done / 512;
 	uint64_t left = (r->len - c->done) / 512;
 	uint32_t b = (uint32_t)(sector >> v->bshift);
@@ -1147,6 +1238,21 @@ static int step_rw(struct vhd_ctx *c)
 		while (k < n && bit_get(bm, first + k) == set)
 			k++;
 		if (write) {
+			uint32_t gs = v->block_sectors < 8 ? v->block_sectors : 8;
+			uint32_t g0 = first & ~(gs - 1);
+			if (!set && (first != g0 || k < gs)) {
+				uint32_t end = g0 + gs < first + k ? g0 + gs : first + k;
+				c->rmw = 1;
+				c->pblock = b;
+				c->pfirst = g0;
+				c->pcount = gs;
+				c->rfirst = first;
+				c->rentry = e;
+				c->plen = (uint64_t)(end - first) * 512;
+				return rmw_next(c);
+			}
+			if (!set)
+				k &= ~(gs - 1);
 			/* a run of sectors that all need their bit, or none */
 			c->setbits = !set;
 			c->pblock = b;
