@@ -83,6 +83,7 @@ struct vhd {
 	uint8_t **bitmaps; /* differencing: per allocated block */
 	uint8_t *ones;     /* bitmap_bytes of 0xff */
 	pthread_mutex_t lock;
+	pthread_mutex_t rmw_lock; /* see rmw_group() */
 	uint64_t footer_pos; /* the end footer: where the next block goes */
 	/* dirty metadata: a version per BAT sector and per bitmap, and the
 	 * version last written of each (under lock) */
@@ -105,9 +106,6 @@ struct vhd_ctx {
 	uint32_t pblock;
 	uint32_t pfirst, pcount; /* sectors in the block (bits to set) */
 	bool setbits;
-	uint8_t rmw;     /* differencing: stage of a group's read-modify-write */
-	uint32_t rfirst; /* first sector (in the block) of the caller's data */
-	uint32_t rentry; /* the block's BAT entry */
 	bool running, again;
 	bool submitted; /* a child was submitted: errors complete the request */
 	bool need_sync; /* a FUA write that changed metadata */
@@ -740,6 +738,7 @@ static void vhd_free(struct vhd *v)
 	free(v->ones);
 	free(v->parent_name);
 	pthread_mutex_destroy(&v->lock);
+	pthread_mutex_destroy(&v->rmw_lock);
 	free(v);
 }
 
@@ -830,6 +829,7 @@ static int vhd_open(struct vdisk *d, json_t *cfg)
 	if (!v)
 		return vdisk_set_error_errno(ENOMEM, "vhd");
 	pthread_mutex_init(&v->lock, NULL);
+	pthread_mutex_init(&v->rmw_lock, NULL);
 	json_t *mychain = NULL;
 
 	/* a differencing image to create: its parent first (for its size) */
@@ -990,12 +990,6 @@ static void child_done(struct vdisk_req *child, vdisk_status st)
 		vhd_run(c);
 		return;
 	}
-	if (c->rmw) {
-		if (vdisk_ok(st))
-			c->rmw++;
-		vhd_run(c);
-		return;
-	}
 	if (vdisk_ok(st)) {
 		if (c->bounce && c->op == OP_READ)
 			vdisk_iov_from_buf(c->r->iov, c->r->iovcnt, (size_t)c->done, c->bounce,
@@ -1069,84 +1063,64 @@ static int submit_meta(struct vhd_ctx *c, uint64_t off, const void *buf, size_t 
 	return vdisk_req_submit(child);
 }
 
-/* Submit one child rw of a buffer of our own. */
-static int submit_buf(struct vhd_ctx *c, struct vdisk *disk, enum vdisk_op op, uint64_t sector,
-                      void *buf, size_t len, uint32_t flags)
-{
-	struct vdisk_req *child = vdisk_req_alloc(c->r, disk);
-	if (!child)
-		return -ENOMEM;
-	c->miov = (struct iovec){buf, len};
-	c->submitted = true;
-	vdisk_req_prep_rw(child, op, sector, &c->miov, 1, flags);
-	child->done = child_done;
-	child->opaque = c;
-	return vdisk_req_submit(child);
-}
-
 /* A differencing write that sets the bits of part of a bitmap byte: libvhdi
  * (and so, probably, other readers) takes a byte with any bit set as wholly
- * present in the child, so the whole group of 8 sectors is written: what the
- * disk reads there now (the parent's sectors, the child's where their bit is
- * set) with the caller's data over it.  Stages: 1 read the parent's group,
- * 2 read the child's, 3 write the merge, 4 set the bits.  Returns 1 when a
- * child was submitted, 0 when the piece is done. */
-static int rmw_next(struct vhd_ctx *c)
+ * present in the child, so the whole group of (up to) 8 sectors is made
+ * present: its sectors not yet in the child are written with what they read
+ * now (the parent's data), the caller's over them.  Rare (the first partial
+ * write to a group), so done synchronously under rmw_lock, which keeps two
+ * such writes to one group from undoing each other.  Returns 0 or -errno. */
+static int rmw_group(struct vhd_ctx *c, uint32_t b, uint32_t e, uint32_t g0, uint32_t gs,
+                     uint32_t first, uint32_t n)
 {
 	struct vdisk_req *r = c->r;
 	struct vhd *v = vdisk_priv(r->disk);
-	size_t glen = (size_t)c->pcount * 512;
-	uint8_t *par = c->bounce, *chi = par ? par + glen : NULL;
-	uint64_t vsec = ((uint64_t)c->pblock << v->bshift) + c->pfirst;
-	uint64_t at = (uint64_t)c->rentry + v->bitmap_bytes / 512 + c->pfirst;
-	int rc;
-	switch (c->rmw) {
-	case 1:
-		c->bounce = vdisk_bounce_get(r->q, 2 * glen);
-		if (!c->bounce)
-			return errno == EAGAIN ? -EAGAIN : -ENOMEM;
-		c->blen = 2 * glen;
-		par = c->bounce;
-		memset(par, 0, glen);
-		if (vsec >= v->parent_sectors) {
-			c->rmw = 2;
-			return rmw_next(c);
+	uint8_t buf[8 * 512];
+	uint64_t vsec = ((uint64_t)b << v->bshift) + g0;
+	uint64_t at = (uint64_t)e + v->bitmap_bytes / 512 + g0;
+	int rc = 0;
+	pthread_mutex_lock(&v->rmw_lock);
+	memset(buf, 0, sizeof buf);
+	if (vsec < v->parent_sectors) {
+		uint64_t cnt = vsec + gs > v->parent_sectors ? v->parent_sectors - vsec : gs;
+		vdisk_status st = vdisk_pread(v->parent, buf, (size_t)cnt * 512, vsec * 512);
+		if (!vdisk_ok(st)) {
+			rc = -(st.errnum ? st.errnum : EIO);
+			goto out;
 		}
-		rc = submit_buf(c, v->parent, VDISK_OP_READ, vsec, par,
-		                vsec + c->pcount > v->parent_sectors
-		                    ? (size_t)(v->parent_sectors - vsec) * 512
-		                    : glen,
-		                0);
-		return rc < 0 ? rc : 1;
-	case 2:
-		rc = submit_buf(c, v->ct.disk, VDISK_OP_READ, at, chi, glen, 0);
-		return rc < 0 ? rc : 1;
-	case 3: {
-		const uint8_t *bm = v->bitmaps[c->pblock];
-		for (uint32_t i = 0; i < c->pcount; i++)
-			if (bit_get(bm, c->pfirst + i))
-				memcpy(par + (size_t)i * 512, chi + (size_t)i * 512, 512);
-		vdisk_iov_to_buf(r->iov, r->iovcnt, (size_t)c->done,
-		                 par + (size_t)(c->rfirst - c->pfirst) * 512, (size_t)c->plen);
-		rc = submit_buf(c, v->ct.disk, VDISK_OP_WRITE, at, par, glen, r->flags & VDISK_IO_FUA);
-		return rc < 0 ? rc : 1;
 	}
-	default: {
-		uint8_t *bm = v->bitmaps[c->pblock];
-		pthread_mutex_lock(&v->lock);
-		for (uint32_t i = c->pfirst; i < c->pfirst + c->pcount; i++)
-			bm[i >> 3] |= (uint8_t)(0x80 >> (i & 7));
-		v->bm_ver[c->pblock] = ++v->ver;
-		atomic_fetch_add(&v->meta_ver, 1);
-		pthread_mutex_unlock(&v->lock);
-		c->need_sync |= (r->flags & VDISK_IO_FUA) != 0;
-		c->done += c->plen;
-		c->rmw = 0;
-		vdisk_bounce_put(r->q, c->bounce, c->blen);
-		c->bounce = NULL;
-		return 0;
+	vdisk_iov_to_buf(r->iov, r->iovcnt, (size_t)c->done, buf + (size_t)(first - g0) * 512,
+	                 (size_t)n * 512);
+	const uint8_t *bm = v->bitmaps[b];
+	for (uint32_t i = 0; i < gs;) {
+		/* runs of sectors to write: absent from the child, or the caller's */
+		bool mine = (i >= first - g0 && i < first - g0 + n) || !bit_get(bm, g0 + i);
+		uint32_t k = i + 1;
+		if (!mine) {
+			i = k;
+			continue;
+		}
+		while (k < gs && ((k >= first - g0 && k < first - g0 + n) || !bit_get(bm, g0 + k)))
+			k++;
+		vdisk_status st = vdisk_pwrite(v->ct.disk, buf + (size_t)i * 512, (size_t)(k - i) * 512,
+		                               (at + i) * 512, r->flags & VDISK_IO_FUA);
+		if (!vdisk_ok(st)) {
+			rc = -(st.errnum ? st.errnum : EIO);
+			goto out;
+		}
+		i = k;
 	}
-	}
+	pthread_mutex_lock(&v->lock);
+	for (uint32_t i = g0; i < g0 + gs; i++)
+		v->bitmaps[b][i >> 3] |= (uint8_t)(0x80 >> (i & 7));
+	v->bm_ver[b] = ++v->ver;
+	atomic_fetch_add(&v->meta_ver, 1);
+	pthread_mutex_unlock(&v->lock);
+	c->need_sync |= (r->flags & VDISK_IO_FUA) != 0;
+	c->done += (uint64_t)n * 512;
+out:
+	pthread_mutex_unlock(&v->rmw_lock);
+	return rc;
 }
 
 /* Allocate block b (see the top).  Returns its BAT entry, or a negative errno. */
@@ -1204,8 +1178,6 @@ static int step_rw(struct vhd_ctx *c)
 {
 	struct vdisk_req *r = c->r;
 	struct vhd *v = vdisk_priv(r->disk);
-	if (c->rmw)
-		return rmw_next(c);
 	uint64_t sector = r->sector + c->done / 512;
 	uint64_t left = (r->len - c->done) / 512;
 	uint32_t b = (uint32_t)(sector >> v->bshift);
@@ -1242,14 +1214,8 @@ static int step_rw(struct vhd_ctx *c)
 			uint32_t g0 = first & ~(gs - 1);
 			if (!set && (first != g0 || k < gs)) {
 				uint32_t end = g0 + gs < first + k ? g0 + gs : first + k;
-				c->rmw = 1;
-				c->pblock = b;
-				c->pfirst = g0;
-				c->pcount = gs;
-				c->rfirst = first;
-				c->rentry = e;
-				c->plen = (uint64_t)(end - first) * 512;
-				return rmw_next(c);
+				int rc = rmw_group(c, b, e, g0, gs, first, end - first);
+				return rc < 0 ? rc : 0;
 			}
 			if (!set)
 				k &= ~(gs - 1);
