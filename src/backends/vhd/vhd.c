@@ -83,7 +83,8 @@ struct vhd {
 	uint8_t **bitmaps; /* differencing: per allocated block */
 	uint8_t *ones;     /* bitmap_bytes of 0xff */
 	pthread_mutex_t lock;
-	pthread_mutex_t rmw_lock; /* see rmw_group() */
+	pthread_mutex_t rmw_lock;   /* see rmw_group() */
+	pthread_mutex_t flush_lock; /* see sync_meta() */
 	uint64_t footer_pos; /* the end footer: where the next block goes */
 	/* dirty metadata: a version per BAT sector and per bitmap, and the
 	 * version last written of each (under lock) */
@@ -96,7 +97,7 @@ struct vhd {
 	bool from_copy; /* the end footer was not valid */
 };
 
-enum { OP_READ, OP_WRITE, OP_FLUSH };
+enum { OP_READ, OP_WRITE };
 
 struct vhd_ctx {
 	struct vdisk_req *r;
@@ -110,13 +111,10 @@ struct vhd_ctx {
 	bool submitted; /* a child was submitted: errors complete the request */
 	bool need_sync; /* a FUA write that changed metadata */
 	uint8_t op;
-	uint8_t fstep; /* flush: 0 container flush, 1 bitmaps, 2 BAT, 3 final flush */
-	uint32_t fidx, fver, fmeta;
 	void *bounce;
 	size_t blen;
 	struct iovec slice[SLICE_MAX];
 	struct iovec miov;
-	_Alignas(64) uint8_t meta[512];
 };
 
 static void vhd_run(struct vhd_ctx *c);
@@ -739,6 +737,7 @@ static void vhd_free(struct vhd *v)
 	free(v->parent_name);
 	pthread_mutex_destroy(&v->lock);
 	pthread_mutex_destroy(&v->rmw_lock);
+	pthread_mutex_destroy(&v->flush_lock);
 	free(v);
 }
 
@@ -830,6 +829,7 @@ static int vhd_open(struct vdisk *d, json_t *cfg)
 		return vdisk_set_error_errno(ENOMEM, "vhd");
 	pthread_mutex_init(&v->lock, NULL);
 	pthread_mutex_init(&v->rmw_lock, NULL);
+	pthread_mutex_init(&v->flush_lock, NULL);
 	json_t *mychain = NULL;
 
 	/* a differencing image to create: its parent first (for its size) */
@@ -970,26 +970,6 @@ static void child_done(struct vdisk_req *child, vdisk_status st)
 	struct vhd *v = vdisk_priv(c->r->disk);
 	if (!vdisk_ok(st) && vdisk_ok(c->st))
 		c->st = st;
-	if (c->op == OP_FLUSH) {
-		if (vdisk_ok(st) && c->fstep == 1) {
-			pthread_mutex_lock(&v->lock);
-			if ((int32_t)(c->fver - v->bm_done[c->fidx]) > 0)
-				v->bm_done[c->fidx] = c->fver;
-			pthread_mutex_unlock(&v->lock);
-			c->fidx++;
-		} else if (vdisk_ok(st) && c->fstep == 2) {
-			pthread_mutex_lock(&v->lock);
-			if ((int32_t)(c->fver - v->bat_done[c->fidx]) > 0)
-				v->bat_done[c->fidx] = c->fver;
-			pthread_mutex_unlock(&v->lock);
-			c->fidx++;
-		} else {
-			c->fstep++;
-			c->fidx = 0;
-		}
-		vhd_run(c);
-		return;
-	}
 	if (vdisk_ok(st)) {
 		if (c->bounce && c->op == OP_READ)
 			vdisk_iov_from_buf(c->r->iov, c->r->iovcnt, (size_t)c->done, c->bounce,
@@ -1043,21 +1023,6 @@ static int submit_rw(struct vhd_ctx *c, struct vdisk *disk, enum vdisk_op op, ui
 	c->plen = len;
 	c->submitted = true;
 	vdisk_req_prep_rw(child, op, sector, iov, n, flags);
-	child->done = child_done;
-	child->opaque = c;
-	return vdisk_req_submit(child);
-}
-
-static int submit_meta(struct vhd_ctx *c, uint64_t off, const void *buf, size_t len,
-                       uint32_t flags)
-{
-	struct vhd *v = vdisk_priv(c->r->disk);
-	struct vdisk_req *child = vdisk_req_alloc(c->r, v->ct.disk);
-	if (!child)
-		return -ENOMEM;
-	c->miov = (struct iovec){(void *)buf, len};
-	c->submitted = true;
-	vdisk_req_prep_rw(child, VDISK_OP_WRITE, off / 512, &c->miov, 1, flags);
 	child->done = child_done;
 	child->opaque = c;
 	return vdisk_req_submit(child);
@@ -1251,122 +1216,16 @@ parent:
 	}
 }
 
-/* The next step of a flush (see the top); 1 submitted, 0 finished. */
-static int step_flush(struct vhd_ctx *c)
-{
-	struct vhd *v = vdisk_priv(c->r->disk);
-	bool fua = vdisk_fua_respected(v->ct.disk);
-	for (;;) {
-		switch (c->fstep) {
-		case 0: {
-			struct vdisk_req *child = vdisk_req_alloc(c->r, v->ct.disk);
-			if (!child)
-				return -ENOMEM;
-			c->fmeta = atomic_load(&v->meta_ver);
-			c->submitted = true;
-			vdisk_req_prep_flush(child);
-			child->done = child_done;
-			child->opaque = c;
-			vdisk_req_submit(child);
-			return 1;
-		}
-		case 1:
-		case 2: {
-			if (v->type == T_FIXED || atomic_load(&v->meta_synced) == c->fmeta) {
-				c->fstep = 4;
-				continue;
-			}
-			bool bm = c->fstep == 1;
-			uint32_t lim = bm ? (v->type == T_DIFF ? v->entries : 0)
-			                  : (v->entries + 127) / 128;
-			pthread_mutex_lock(&v->lock);
-			uint32_t *ver = bm ? v->bm_ver : v->bat_ver, *dn = bm ? v->bm_done : v->bat_done;
-			while (c->fidx < lim && ver[c->fidx] == dn[c->fidx])
-				c->fidx++;
-			if (c->fidx >= lim) {
-				pthread_mutex_unlock(&v->lock);
-				c->fstep++;
-				c->fidx = 0;
-				continue;
-			}
-			uint64_t off;
-			size_t len;
-			if (bm) {
-				/* a bitmap of more than 512 bytes is written whole from a copy */
-				if (v->bitmap_bytes > sizeof c->meta) {
-					pthread_mutex_unlock(&v->lock);
-					if (!c->bounce) {
-						c->bounce = vdisk_bounce_get(c->r->q, v->bitmap_bytes);
-						if (!c->bounce)
-							return errno == EAGAIN ? -EAGAIN : -ENOMEM;
-						c->blen = v->bitmap_bytes;
-					}
-					pthread_mutex_lock(&v->lock);
-					memcpy(c->bounce, v->bitmaps[c->fidx], v->bitmap_bytes);
-				} else {
-					memcpy(c->meta, v->bitmaps[c->fidx], v->bitmap_bytes);
-				}
-				off = (uint64_t)atomic_load(&v->bat[c->fidx]) * 512;
-				len = v->bitmap_bytes;
-			} else {
-				for (uint32_t i = 0; i < 128; i++) {
-					uint64_t k = (uint64_t)c->fidx * 128 + i;
-					img_put_be32(c->meta + 4 * i,
-					             k < v->entries ? atomic_load(&v->bat[k]) : BAT_FREE);
-				}
-				off = v->bat_off + (uint64_t)c->fidx * 512;
-				len = 512;
-			}
-			c->fver = ver[c->fidx];
-			pthread_mutex_unlock(&v->lock);
-			const void *src = bm && v->bitmap_bytes > sizeof c->meta ? c->bounce : c->meta;
-			/* a BAT sector never written beyond the table: off + len is in the
-			 * file as the BAT region was checked at open */
-			int rc = submit_meta(c, off, src, len, fua ? VDISK_IO_FUA : 0);
-			return rc < 0 ? rc : 1;
-		}
-		case 3: {
-			/* the metadata is written: without FUA below, one more flush */
-			atomic_store(&v->meta_synced, c->fmeta);
-			if (fua) {
-				c->fstep = 4;
-				continue;
-			}
-			struct vdisk_req *child = vdisk_req_alloc(c->r, v->ct.disk);
-			if (!child)
-				return -ENOMEM;
-			vdisk_req_prep_flush(child);
-			child->done = child_done;
-			child->opaque = c;
-			vdisk_req_submit(child); /* child_done moves fstep to 4 */
-			return 1;
-		}
-		default:
-			return 0;
-		}
-	}
-}
-
 /* One step: 1 a child is in flight, 0 progress was made inline, 2 the
  * request is finished, or a negative errno. */
 static int step(struct vhd_ctx *c)
 {
-	if (c->op == OP_FLUSH) {
-		int rc = step_flush(c);
-		return rc == 0 ? 2 : rc;
-	}
 	if (c->done < c->r->len)
 		return step_rw(c);
-	if (c->need_sync) {
-		/* a FUA write that changed metadata: flush that out too */
-		c->need_sync = false;
-		c->op = OP_FLUSH;
-		c->fstep = 0;
-		c->fidx = 0;
-		return 0;
-	}
 	return 2;
 }
+
+static vdisk_status flush_work(struct vdisk_req *r);
 
 static void release(struct vhd_ctx *c)
 {
@@ -1396,6 +1255,13 @@ static void vhd_run(struct vhd_ctx *c)
 		if (rc == 2) {
 			c->running = false;
 			release(c);
+			/* a FUA write that changed metadata: make that durable too */
+			if (vdisk_ok(c->st) && c->need_sync) {
+				int orc = vdisk_offload(c->r, flush_work);
+				if (orc == 0)
+					return;
+				c->st = vdisk_status_io(-orc);
+			}
 			finish(c);
 			return;
 		}
@@ -1417,7 +1283,7 @@ static int start(struct vdisk_req *r, uint8_t op)
 	c->running = true;
 	int rc = step(c);
 	c->running = false;
-	if (rc < 0 && !c->submitted) {
+	if (rc < 0 && !c->submitted && c->done == 0) {
 		release(c);
 		return rc;
 	}
@@ -1448,9 +1314,10 @@ static int vhd_write(struct vdisk_req *r)
 static int vhd_flush(struct vdisk_req *r)
 {
 	struct vhd *v = vdisk_priv(r->disk);
-	if (v->type == T_FIXED)
+	if (v->type == T_FIXED || atomic_load(&v->meta_synced) == atomic_load(&v->meta_ver))
 		return vdisk_req_forward(r, v->ct.disk);
-	return start(r, OP_FLUSH);
+	/* metadata to write: blocking work, on the worker pool */
+	return vdisk_offload(r, flush_work);
 }
 
 static int vhd_write_zeroes(struct vdisk_req *r)
@@ -1507,39 +1374,116 @@ static int vhd_extents(struct vdisk_req *r)
 /* Control path                                                                */
 /* ------------------------------------------------------------------------- */
 
-/* Write what is dirty (bitmaps, BAT sectors) and flush: at close. */
+/* A flush with metadata to write (see the top): under flush_lock, copy what
+ * is dirty (BAT sectors, bitmaps) as it is now, flush the container (which
+ * makes durable all data those copies describe: a bit or entry is set only
+ * after its data was written), then write the copies with FUA (or write them
+ * and flush again).  Blocking: from the worker pool, or at close. */
 static int sync_meta(struct vhd *v)
 {
-	if (v->type == T_FIXED || vdisk_read_only(v->ct.disk) ||
-	    atomic_load(&v->meta_synced) == atomic_load(&v->meta_ver))
+	struct item {
+		uint64_t off;
+		uint32_t idx, ver;
+		bool bm;
+	} *items = NULL;
+	uint8_t *stage = NULL;
+	size_t n = 0, cap = 0, slen = 0;
+	int rc = -1;
+	if (vdisk_read_only(v->ct.disk))
 		return 0;
-	if (img_flush(&v->ct) < 0)
-		return -1;
-	uint8_t sec[512];
-	for (uint32_t i = 0; v->type == T_DIFF && i < v->entries; i++)
-		if (v->bm_ver[i] != v->bm_done[i]) {
-			if (img_pwrite(&v->ct, v->bitmaps[i], v->bitmap_bytes,
-			               (uint64_t)atomic_load(&v->bat[i]) * 512, "sector bitmap") < 0)
-				return -1;
-			v->bm_done[i] = v->bm_ver[i];
-		}
-	for (uint32_t s = 0; s < (v->entries + 127) / 128; s++)
-		if (v->bat_ver[s] != v->bat_done[s]) {
-			for (uint32_t i = 0; i < 128; i++) {
-				uint64_t k = (uint64_t)s * 128 + i;
-				img_put_be32(sec + 4 * i, k < v->entries ? atomic_load(&v->bat[k]) : BAT_FREE);
+	pthread_mutex_lock(&v->flush_lock);
+	pthread_mutex_lock(&v->lock);
+	uint32_t mv = atomic_load(&v->meta_ver);
+	size_t nsec = ((size_t)v->entries + 127) / 128;
+	for (int pass = 0; pass < 2; pass++) {
+		/* pass 0 counts, pass 1 copies */
+		n = 0;
+		slen = 0;
+		for (uint32_t i = 0; v->type == T_DIFF && i < v->entries; i++)
+			if (v->bm_ver[i] != v->bm_done[i]) {
+				if (pass) {
+					items[n] = (struct item){(uint64_t)atomic_load(&v->bat[i]) * 512, i,
+					                         v->bm_ver[i], true};
+					memcpy(stage + slen, v->bitmaps[i], v->bitmap_bytes);
+				}
+				n++;
+				slen += v->bitmap_bytes;
 			}
-			if (img_pwrite(&v->ct, sec, 512, v->bat_off + (uint64_t)s * 512, "BAT") < 0)
-				return -1;
-			v->bat_done[s] = v->bat_ver[s];
+		for (uint32_t sct = 0; sct < nsec; sct++)
+			if (v->bat_ver[sct] != v->bat_done[sct]) {
+				if (pass) {
+					items[n] = (struct item){v->bat_off + (uint64_t)sct * 512, sct,
+					                         v->bat_ver[sct], false};
+					for (uint32_t k = 0; k < 128; k++) {
+						uint64_t e = (uint64_t)sct * 128 + k;
+						img_put_be32(stage + slen + 4 * k,
+						             e < v->entries ? atomic_load(&v->bat[e]) : BAT_FREE);
+					}
+				}
+				n++;
+				slen += 512;
+			}
+		if (!pass) {
+			cap = n;
+			items = malloc((cap ? cap : 1) * sizeof *items);
+			stage = malloc(slen ? slen : 1);
+			if (!items || !stage) {
+				pthread_mutex_unlock(&v->lock);
+				vdisk_set_error_errno(ENOMEM, "flush: staging metadata");
+				goto out;
+			}
 		}
-	return img_flush(&v->ct);
+	}
+	pthread_mutex_unlock(&v->lock);
+	if (img_flush(&v->ct) < 0)
+		goto out;
+	bool fua = vdisk_fua_respected(v->ct.disk);
+	size_t at = 0;
+	for (size_t i = 0; i < n; i++) {
+		size_t len = items[i].bm ? v->bitmap_bytes : 512;
+		vdisk_status st = vdisk_pwrite(v->ct.disk, stage + at, len, items[i].off,
+		                               fua ? VDISK_IO_FUA : 0);
+		if (!vdisk_ok(st)) {
+			char msg[160];
+			vdisk_set_error("flush: writing %s at offset %" PRIu64 ": %s",
+			                items[i].bm ? "a sector bitmap" : "the BAT", items[i].off,
+			                vdisk_status_str(st, msg, sizeof msg));
+			goto out;
+		}
+		at += len;
+	}
+	if (n && !fua && img_flush(&v->ct) < 0)
+		goto out;
+	pthread_mutex_lock(&v->lock);
+	for (size_t i = 0; i < n; i++) {
+		uint32_t *dn = items[i].bm ? &v->bm_done[items[i].idx] : &v->bat_done[items[i].idx];
+		if ((int32_t)(items[i].ver - *dn) > 0)
+			*dn = items[i].ver;
+	}
+	if ((int32_t)(mv - atomic_load(&v->meta_synced)) > 0)
+		atomic_store(&v->meta_synced, mv);
+	pthread_mutex_unlock(&v->lock);
+	rc = 0;
+out:
+	pthread_mutex_unlock(&v->flush_lock);
+	free(items);
+	free(stage);
+	return rc;
+}
+
+static vdisk_status flush_work(struct vdisk_req *r)
+{
+	struct vhd *v = vdisk_priv(r->disk);
+	if (sync_meta(v) < 0)
+		return vdisk_status_io(EIO);
+	return vdisk_status_ok();
 }
 
 static void vhd_close(struct vdisk *d)
 {
 	struct vhd *v = vdisk_priv(d);
-	if (sync_meta(v) < 0)
+	if (v->type != T_FIXED && atomic_load(&v->meta_synced) != atomic_load(&v->meta_ver) &&
+	    sync_meta(v) < 0)
 		fprintf(stderr, "vhd: %s: %s\n", v->ct.path ? v->ct.path : "inner", vdisk_errmsg());
 	img_container_close(&v->ct, false);
 	vhd_free(v);
