@@ -515,8 +515,9 @@ static bool is_vhd(struct vdisk *d)
 }
 
 /* The parent's names from the locators: W2ru first, then W2ku, then the
- * header's unicode name.  Returns how many were put in names[]. */
-static unsigned parent_names(struct vhd *v, char names[10][1024])
+ * header's unicode name.  Returns how many were put in names[]; a name that
+ * is not valid UTF-16 is noted in bad. */
+static unsigned parent_names(struct vhd *v, char names[10][1024], char *bad, size_t badlen)
 {
 	unsigned n = 0;
 	static const char *const order[] = {"W2ru", "W2ku"};
@@ -533,12 +534,23 @@ static unsigned parent_names(struct vhd *v, char names[10][1024])
 				rlen = dlen; /* checked to fit at open */
 			if (rlen % 512 || img_pread(&v->ct, buf, rlen, off, "parent locator") < 0)
 				continue;
-			if (img_utf16_to_utf8(buf, dlen, false, false, names[n], 1024) == 0 &&
-			    names[n][0])
-				n++;
+			if (img_utf16_to_utf8(buf, dlen, false, false, names[n], 1024) == 0) {
+				if (names[n][0])
+					n++;
+			} else {
+				size_t l = strlen(bad);
+				snprintf(bad + l, badlen - l, "%slocator %u (%s): not valid UTF-16",
+				         l ? "; " : "", i, order[o]);
+			}
 		}
-	if (img_utf16_to_utf8(v->hdr + 64, 512, true, false, names[n], 1024) == 0 && names[n][0])
-		n++;
+	if (img_utf16_to_utf8(v->hdr + 64, 512, true, false, names[n], 1024) == 0) {
+		if (names[n][0])
+			n++;
+	} else {
+		size_t l = strlen(bad);
+		snprintf(bad + l, badlen - l, "%sparent_unicode_name: not valid UTF-16",
+		         l ? "; " : "");
+	}
 	return n;
 }
 
@@ -553,10 +565,12 @@ static int open_parent(struct vdisk *d, struct vhd *v, json_t *cfg, bool allow,
 			return -1;
 	} else {
 		char names[10][1024];
-		unsigned n = parent_names(v, names);
+		unsigned n = parent_names(v, names, why_all, sizeof why_all);
 		if (!n)
-			return vdisk_set_error("parent: the image names no parent (no locator and no "
-			                       "parent_unicode_name); give one with \"parent\"");
+			return vdisk_set_error("parent: the image names no parent (%s); give one with "
+			                       "\"parent\"",
+			                       why_all[0] ? why_all
+			                                  : "no locator and no parent_unicode_name");
 		for (unsigned i = 0; i < n && !v->parent; i++) {
 			const char *why = NULL;
 			char *p = v->ct.dir || allow ? img_parent_path(v->ct.dir, names[i], allow, &why)
@@ -944,6 +958,13 @@ static int vhd_open(struct vdisk *d, json_t *cfg)
 	json_decref(mychain);
 	return 0;
 fail:
+	if (v->ct.path) {
+		/* name the file: a chain has several */
+		char msg[1024];
+		snprintf(msg, sizeof msg, "%s", vdisk_errmsg());
+		if (!strstr(msg, v->ct.path))
+			vdisk_set_error("'%s': %s", v->ct.path, msg);
+	}
 	json_decref(mychain);
 	img_container_close(&v->ct, true);
 	vhd_free(v);
