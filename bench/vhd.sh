@@ -19,7 +19,7 @@ qemu_iops() { # image [-w]
 	local t
 	t=$(qemu-img bench -f vpc -t writeback -d 32 -s 4k -c $QB "$@" 2>&1 |
 		sed -n 's/.*completed in \([0-9.]*\) seconds.*/\1/p')
-	awk -v n=$QB -v t="$t" 'BEGIN { printf "%.0f", n / t }'
+	awk -v n=$QB -v t="$t" 'BEGIN { printf "%.0f\n", n / t }'
 }
 vd_iops() { # spec rw [extra]
 	"$VDISK" bench "$1" --rw "$2" --bs 4k --iodepth 32 --runtime "$RUNTIME" "${@:3}" --json | jq .iops
@@ -64,7 +64,7 @@ truncate -s 1G half.raw
 for i in $(seq 0 2 31); do
 	dd if=/dev/urandom of=half.raw bs=1M count=32 seek=$((i * 32)) conv=notrunc status=none
 done
-secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); awk -v a="$s" -v b="$e" 'BEGIN { printf "%.3f", b - a }'; }
+secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); awk -v a="$s" -v b="$e" 'BEGIN { printf "%.3f\n", b - a }'; }
 : >v1; : >q1; : >v2; : >q2
 for ((i = 0; i < REPS; i++)); do
 	rm -f v.vhd q.vhd v.raw q.raw
