@@ -79,7 +79,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 1:
 			memset(buf, (int)(x >> 8), len);
 			buf[0] = (uint8_t)op;
-			if (vdisk_ok(vdisk_pwrite(d, buf, len, off, (x >> 16) % 5 == 0 ? VDISK_IO_FUA : 0)))
+			if (vdisk_ok(vdisk_pwrite(d, buf, len, off,
+			                          (x >> 16) % 5 == 0 ? VDISK_IO_FUA : 0)))
 				memcpy(model + off, buf, len);
 			else if (!vdisk_ok(vdisk_pread(d, model + off, len, off)))
 				/* a write may fail (the container cannot grow) and have
@@ -87,7 +88,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				die("reading after a failed write failed", off);
 			break;
 		case 2:
-			if (vdisk_ok(vdisk_pread(d, buf, len, off)) && memcmp(buf, model + off, len) != 0)
+			if (vdisk_ok(vdisk_pread(d, buf, len, off)) &&
+			    memcmp(buf, model + off, len) != 0)
 				die("a read differs from the model", off);
 			break;
 		default: vdisk_flush_sync(d); break;

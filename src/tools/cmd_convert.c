@@ -284,12 +284,9 @@ static void writer(struct job *j, struct tool_progress *pr)
 static int convert_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"bs", required_argument, NULL, 'b'},
-	    {"depth", required_argument, NULL, 't'},
-	    {"no-sparse", no_argument, NULL, 'n'},
-	    {"format", required_argument, NULL, 'F'},
-	    {"fixed", no_argument, NULL, 'x'},
-	    {NULL, 0, NULL, 0},
+	    {"bs", required_argument, NULL, 'b'},  {"depth", required_argument, NULL, 't'},
+	    {"no-sparse", no_argument, NULL, 'n'}, {"format", required_argument, NULL, 'F'},
+	    {"fixed", no_argument, NULL, 'x'},     {NULL, 0, NULL, 0},
 	};
 	const struct vdisk_cmd *cmd = &vdisk_cmd_convert;
 	uint64_t bs = 1 << 20;

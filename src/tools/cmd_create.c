@@ -50,12 +50,14 @@ static int create_main(int argc, char **argv)
 		switch (c) {
 		case 's':
 			if (vdisk_parse_size(optarg, &ss) < 0 || (ss != 512 && ss != 4096))
-				return tool_usage(cmd, "--sector-size: '%s' is not 512 or 4096", optarg);
+				return tool_usage(cmd, "--sector-size: '%s' is not 512 or 4096",
+				                  optarg);
 			have_ss = true;
 			break;
 		case 'b':
 			if (vdisk_parse_size(optarg, &bs) < 0 || bs < 512 || (bs & (bs - 1)))
-				return tool_usage(cmd, "--block-size: '%s' is not a power of two", optarg);
+				return tool_usage(cmd, "--block-size: '%s' is not a power of two",
+				                  optarg);
 			break;
 		case 'f': fixed = true; break;
 		case 'a': adopt = true; break;
@@ -115,11 +117,12 @@ static int create_main(int argc, char **argv)
 		if (parent) {
 			/* a path names a VHD parent (its type is recorded, not probed) */
 			size_t tl = strspn(parent, "abcdefghijklmnopqrstuvwxyz0123456789");
-			bool is_spec = parent[0] == '{' || parent[0] == '@' || (tl && parent[tl] == ':');
-			json_object_set_new(spec, "parent",
-			                    is_spec ? json_string(parent)
-			                            : json_pack("{s:s, s:s}", "type", "vhd", "path",
-			                                        parent));
+			bool is_spec =
+			    parent[0] == '{' || parent[0] == '@' || (tl && parent[tl] == ':');
+			json_object_set_new(
+			    spec, "parent",
+			    is_spec ? json_string(parent)
+			            : json_pack("{s:s, s:s}", "type", "vhd", "path", parent));
 		}
 	}
 	char *text = json_dumps(spec, JSON_COMPACT);

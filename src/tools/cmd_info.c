@@ -66,8 +66,7 @@ static void print_human(json_t *o)
 		json_t *val;
 		json_object_foreach (im, k, val) {
 			char *t = json_is_string(val) ? NULL : json_dumps(val, JSON_ENCODE_ANY);
-			printf("  %*s  %s: %s\n", depth * 2, "", k,
-			       t ? t : json_string_value(val));
+			printf("  %*s  %s: %s\n", depth * 2, "", k, t ? t : json_string_value(val));
 			free(t);
 		}
 	}

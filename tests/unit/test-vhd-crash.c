@@ -102,7 +102,8 @@ static void issue(struct run *r, unsigned slot, uint64_t version)
 	bool clash;
 	do {
 		/* clustered, so blocks fill and several writes share a group */
-		w->sector = (uint32_t)(rnd(r) % 4 == 0 ? rnd(r) % SECTORS : rnd(r) % 64 * 256 + rnd(r) % 24);
+		w->sector = (uint32_t)(rnd(r) % 4 == 0 ? rnd(r) % SECTORS
+		                                       : rnd(r) % 64 * 256 + rnd(r) % 24);
 		clash = false;
 		for (unsigned k = 0; k < DEPTH; k++)
 			if (k != slot && r->slot_busy[k] && !r->w[r->slot_rec[k]].acked &&
@@ -220,8 +221,9 @@ static void crash_round(const char *stack, const char *reopen, const char *paren
 		else
 			memset(expect, 0, SS);
 		if (memcmp(all + (size_t)s * SS, expect, SS) != 0) {
-			fprintf(stderr, "%s, seed %" PRIu64 ": sector %u lost version %" PRIu64 "\n",
-			        stack, seed, s, want[s]);
+			fprintf(stderr,
+			        "%s, seed %" PRIu64 ": sector %u lost version %" PRIu64 "\n", stack,
+			        seed, s, want[s]);
 			fail();
 		}
 	}

@@ -42,10 +42,9 @@ int img_guid_random(uint8_t guid[16])
 
 void img_guid_str(const uint8_t g[16], char out[37])
 {
-	snprintf(out, 37,
-	         "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", g[3],
-	         g[2], g[1], g[0], g[5], g[4], g[7], g[6], g[8], g[9], g[10], g[11], g[12], g[13],
-	         g[14], g[15]);
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+	         g[3], g[2], g[1], g[0], g[5], g[4], g[7], g[6], g[8], g[9], g[10], g[11], g[12],
+	         g[13], g[14], g[15]);
 }
 
 static unsigned unit16(const uint8_t *p, bool be)
@@ -53,8 +52,7 @@ static unsigned unit16(const uint8_t *p, bool be)
 	return be ? (unsigned)(p[0] << 8 | p[1]) : (unsigned)(p[1] << 8 | p[0]);
 }
 
-int img_utf16_to_utf8(const void *in, size_t len, bool be, bool need_nul, char *out,
-                      size_t outlen)
+int img_utf16_to_utf8(const void *in, size_t len, bool be, bool need_nul, char *out, size_t outlen)
 {
 	const uint8_t *p = in;
 	size_t o = 0, i = 0;
@@ -162,8 +160,7 @@ long img_utf8_to_utf16(const char *in, bool be, void *out, size_t outlen)
 
 /* ---- the container ------------------------------------------------------- */
 
-int img_container_open(struct vdisk *d, json_t *cfg, struct img_container *ct,
-                       uint64_t create_size)
+int img_container_open(struct vdisk *d, json_t *cfg, struct img_container *ct, uint64_t create_size)
 {
 	const char *path = NULL;
 	json_t *inner = json_object_get(cfg, "inner");
@@ -188,7 +185,8 @@ int img_container_open(struct vdisk *d, json_t *cfg, struct img_container *ct,
 		    (!(vdisk_caps(ct->disk) & VDISK_CAP_RESIZE) ||
 		     create_size % vdisk_sector_size(ct->disk) ||
 		     vdisk_resize(ct->disk, create_size / vdisk_sector_size(ct->disk)) < 0))
-			return vdisk_set_error("inner: holds %" PRIu64 " bytes and cannot be resized "
+			return vdisk_set_error("inner: holds %" PRIu64
+			                       " bytes and cannot be resized "
 			                       "to the new image's %" PRIu64,
 			                       have, create_size);
 		goto opened;
@@ -261,7 +259,8 @@ int img_pread(struct img_container *ct, void *buf, size_t len, uint64_t off, con
 	vdisk_status st = vdisk_pread(ct->disk, buf, len, off);
 	if (!vdisk_ok(st)) {
 		char msg[160];
-		return vdisk_set_error("%s: reading %zu bytes at offset %" PRIu64 " of the container: %s",
+		return vdisk_set_error("%s: reading %zu bytes at offset %" PRIu64
+		                       " of the container: %s",
 		                       what, len, off, vdisk_status_str(st, msg, sizeof msg));
 	}
 	return 0;
@@ -273,7 +272,8 @@ int img_pwrite(struct img_container *ct, const void *buf, size_t len, uint64_t o
 	vdisk_status st = vdisk_pwrite(ct->disk, buf, len, off, 0);
 	if (!vdisk_ok(st)) {
 		char msg[160];
-		return vdisk_set_error("%s: writing %zu bytes at offset %" PRIu64 " of the container: %s",
+		return vdisk_set_error("%s: writing %zu bytes at offset %" PRIu64
+		                       " of the container: %s",
 		                       what, len, off, vdisk_status_str(st, msg, sizeof msg));
 	}
 	return 0;

@@ -92,8 +92,7 @@ void img_guid_str(const uint8_t guid[16], char out[37]);
 /* UTF-16 (big-endian if be) of at most len bytes, ending at the first NUL unit,
  * into NUL-terminated UTF-8.  Returns 0, or -1 (unpaired surrogate, out too
  * small, or no terminator in `len` bytes when need_nul). */
-int img_utf16_to_utf8(const void *in, size_t len, bool be, bool need_nul, char *out,
-                      size_t outlen);
+int img_utf16_to_utf8(const void *in, size_t len, bool be, bool need_nul, char *out, size_t outlen);
 /* UTF-8 to UTF-16 (no terminator): returns the bytes written, or -1 (bad UTF-8
  * or out too small). */
 long img_utf8_to_utf16(const char *in, bool be, void *out, size_t outlen);

@@ -73,7 +73,7 @@ struct vhd {
 	struct vdisk *parent;
 	uint64_t parent_sectors;
 	int type;
-	uint64_t size;             /* virtual bytes */
+	uint64_t size;                       /* virtual bytes */
 	_Alignas(64) uint8_t footer[FOOTER]; /* as written at the end */
 	uint8_t hdr[DYNHDR];
 	uint64_t hdr_off, bat_off;
@@ -85,7 +85,7 @@ struct vhd {
 	pthread_mutex_t lock;
 	pthread_mutex_t rmw_lock;   /* see rmw_group() */
 	pthread_mutex_t flush_lock; /* see sync_meta() */
-	uint64_t footer_pos; /* the end footer: where the next block goes */
+	uint64_t footer_pos;        /* the end footer: where the next block goes */
 	/* dirty metadata: a version per BAT sector and per bitmap, and the
 	 * version last written of each (under lock) */
 	uint32_t *bat_ver, *bat_done;
@@ -231,8 +231,10 @@ static const char *footer_problem(const uint8_t *f, char *buf, size_t len)
 	}
 	uint32_t t = img_be32(f + 60);
 	if (t != T_FIXED && t != T_DYNAMIC && t != T_DIFF) {
-		snprintf(buf, len, "disk_type: %" PRIu32 " is not 2 (fixed), 3 (dynamic) or 4 "
-		         "(differencing)", t);
+		snprintf(buf, len,
+		         "disk_type: %" PRIu32 " is not 2 (fixed), 3 (dynamic) or 4 "
+		         "(differencing)",
+		         t);
 		return buf;
 	}
 	if (img_be64(f + 48) % 512) {
@@ -408,7 +410,8 @@ static int read_dynamic(struct vhd *v, uint64_t cbytes)
 	if (v->hdr_off % 512 || v->hdr_off < FOOTER || cbytes < 2 * FOOTER + DYNHDR ||
 	    v->hdr_off > cbytes - FOOTER - DYNHDR)
 		return vdisk_set_error("footer data_offset: %" PRIu64 " is not the 512-aligned "
-		                       "offset of a dynamic header inside the %" PRIu64 "-byte file",
+		                       "offset of a dynamic header inside the %" PRIu64
+		                       "-byte file",
 		                       v->hdr_off, cbytes);
 	if (img_pread(&v->ct, v->hdr, DYNHDR, v->hdr_off, "dynamic header") < 0)
 		return -1;
@@ -436,15 +439,15 @@ static int read_dynamic(struct vhd *v, uint64_t cbytes)
 	uint64_t need = (v->size + v->block_size - 1) / v->block_size;
 	if (v->entries < need)
 		return vdisk_set_error("dynamic header: max_table_entries %" PRIu32
-		                       " blocks of %" PRIu32 " bytes cannot hold the disk's %" PRIu64
-		                       " bytes",
+		                       " blocks of %" PRIu32
+		                       " bytes cannot hold the disk's %" PRIu64 " bytes",
 		                       v->entries, v->block_size, v->size);
 	v->bat_off = img_be64(h + 16);
 	uint64_t bat_bytes = ((uint64_t)v->entries * 4 + 511) & ~511ull;
 	if (v->bat_off % 512 || v->bat_off > cbytes || bat_bytes > cbytes - v->bat_off)
 		return vdisk_set_error("dynamic header: the BAT (table_offset %" PRIu64
-		                       ", max_table_entries %" PRIu32 ") does not fit in the %" PRIu64
-		                       "-byte file",
+		                       ", max_table_entries %" PRIu32
+		                       ") does not fit in the %" PRIu64 "-byte file",
 		                       v->bat_off, v->entries, cbytes);
 	for (unsigned i = 0; i < 8; i++) {
 		const uint8_t *l = h + 576 + 24 * i;
@@ -452,9 +455,10 @@ static int read_dynamic(struct vhd *v, uint64_t cbytes)
 		if (img_be32(l) == 0 || dlen == 0)
 			continue;
 		if (off % 512 || off > cbytes || dlen > cbytes - off)
-			return vdisk_set_error("dynamic header: parent locator %u (data at offset %" PRIu64
-			                       ", %" PRIu64 " bytes) lies past the end of the file",
-			                       i, off, dlen);
+			return vdisk_set_error(
+			    "dynamic header: parent locator %u (data at offset %" PRIu64
+			    ", %" PRIu64 " bytes) lies past the end of the file",
+			    i, off, dlen);
 	}
 	uint8_t *raw = malloc(bat_bytes);
 	v->bat = malloc((size_t)v->entries * sizeof *v->bat + 1);
@@ -554,8 +558,7 @@ static unsigned parent_names(struct vhd *v, char names[10][1024], char *bad, siz
 	return n;
 }
 
-static int open_parent(struct vdisk *d, struct vhd *v, json_t *cfg, bool allow,
-                       json_t *chain)
+static int open_parent(struct vdisk *d, struct vhd *v, json_t *cfg, bool allow, json_t *chain)
 {
 	json_t *spec = json_object_get(cfg, "parent");
 	char why_all[1024] = "";
@@ -567,22 +570,24 @@ static int open_parent(struct vdisk *d, struct vhd *v, json_t *cfg, bool allow,
 		char names[10][1024];
 		unsigned n = parent_names(v, names, why_all, sizeof why_all);
 		if (!n)
-			return vdisk_set_error("parent: the image names no parent (%s); give one with "
-			                       "\"parent\"",
-			                       why_all[0] ? why_all
-			                                  : "no locator and no parent_unicode_name");
+			return vdisk_set_error(
+			    "parent: the image names no parent (%s); give one with "
+			    "\"parent\"",
+			    why_all[0] ? why_all : "no locator and no parent_unicode_name");
 		for (unsigned i = 0; i < n && !v->parent; i++) {
 			const char *why = NULL;
-			char *p = v->ct.dir || allow ? img_parent_path(v->ct.dir, names[i], allow, &why)
-			                              : NULL;
+			char *p = v->ct.dir || allow
+			              ? img_parent_path(v->ct.dir, names[i], allow, &why)
+			              : NULL;
 			if (!p && !why)
 				why = "the child has no directory (it is not opened by path)";
 			struct stat st;
 			if (p && stat(p, &st) != 0)
 				why = "no such file";
 			if (!why) {
-				json_t *ps = json_pack("{s:s, s:s, s:b, s:O}", "type", "vhd", "path", p,
-				                       "allow-parent-paths", allow, "chain", chain);
+				json_t *ps =
+				    json_pack("{s:s, s:s, s:b, s:O}", "type", "vhd", "path", p,
+				              "allow-parent-paths", allow, "chain", chain);
 				v->parent = ps ? vdisk_open_child(d, ps, "parent", true) : NULL;
 				json_decref(ps);
 				free(p);
@@ -594,20 +599,22 @@ static int open_parent(struct vdisk *d, struct vhd *v, json_t *cfg, bool allow,
 			}
 			free(p);
 			size_t l = strlen(why_all);
-			snprintf(why_all + l, sizeof why_all - l, "%s'%s': %s", l ? "; " : "", names[i],
-			         why);
+			snprintf(why_all + l, sizeof why_all - l, "%s'%s': %s", l ? "; " : "",
+			         names[i], why);
 		}
 		if (!v->parent)
-			return vdisk_set_error("parent: not found from the image's names (%s); give "
-			                       "it with \"parent\"",
-			                       why_all);
+			return vdisk_set_error(
+			    "parent: not found from the image's names (%s); give "
+			    "it with \"parent\"",
+			    why_all);
 	}
 	uint64_t pbytes = vdisk_sector_count(v->parent) * vdisk_sector_size(v->parent);
 	if (vdisk_sector_size(v->parent) != 512)
 		return vdisk_set_error("parent: has %" PRIu32 "-byte sectors, not 512",
 		                       vdisk_sector_size(v->parent));
 	if (pbytes != v->size)
-		return vdisk_set_error("parent: its size %" PRIu64 " differs from the child's %" PRIu64,
+		return vdisk_set_error("parent: its size %" PRIu64
+		                       " differs from the child's %" PRIu64,
 		                       pbytes, v->size);
 	uint8_t id[16];
 	char a[37], b[37];
@@ -621,7 +628,8 @@ static int open_parent(struct vdisk *d, struct vhd *v, json_t *cfg, bool allow,
 	if (is_vhd(v->parent)) {
 		struct vhd *pv = vdisk_priv(v->parent);
 		if (memcmp(pv->footer + 24, v->hdr + 56, 4) != 0)
-			return vdisk_set_error("parent: its time_stamp %" PRIu32 " is not the child's "
+			return vdisk_set_error("parent: its time_stamp %" PRIu32
+			                       " is not the child's "
 			                       "parent_time_stamp %" PRIu32 " (the parent changed)",
 			                       img_be32(pv->footer + 24), img_be32(v->hdr + 56));
 	}
@@ -767,19 +775,19 @@ static int parse_create(json_t *cfg, struct create_opts *co)
 			return -1;
 		co->want = true;
 		if (co->size == 0 || co->size % 512)
-			return vdisk_set_error("create: %" PRIu64 " is not a non-zero multiple of 512",
-			                       co->size);
+			return vdisk_set_error(
+			    "create: %" PRIu64 " is not a non-zero multiple of 512", co->size);
 		if (co->size / 512 > MAX_SECTORS)
-			return vdisk_set_error("create: %" PRIu64 " bytes is more than a VHD's 2040 GiB",
-			                       co->size);
+			return vdisk_set_error(
+			    "create: %" PRIu64 " bytes is more than a VHD's 2040 GiB", co->size);
 	}
 	if (vdisk_cfg_bool(cfg, "fixed", &co->fixed) < 0 ||
 	    vdisk_cfg_bool(cfg, "adopt", &co->adopt) < 0 ||
 	    vdisk_cfg_size(cfg, "block-size", &bs) < 0)
 		return -1;
 	if (bs < 512 || bs > MAX_BLOCK || (bs & (bs - 1)))
-		return vdisk_set_error("block-size: %" PRIu64 " is not a power of two from 512 to %u",
-		                       bs, MAX_BLOCK);
+		return vdisk_set_error(
+		    "block-size: %" PRIu64 " is not a power of two from 512 to %u", bs, MAX_BLOCK);
 	co->block_size = (uint32_t)bs;
 	if (co->adopt && (!co->fixed || co->want))
 		return vdisk_set_error("adopt: turns an existing raw file into a fixed VHD: needs "
@@ -798,7 +806,8 @@ static int adopt(struct vhd *v)
 		return vdisk_set_error("adopt: needs path (an existing raw file)");
 	uint64_t len = (uint64_t)st.st_size;
 	if (len % 512 || len == 0)
-		return vdisk_set_error("adopt: '%s' holds %" PRIu64 " bytes, not a non-zero multiple "
+		return vdisk_set_error("adopt: '%s' holds %" PRIu64
+		                       " bytes, not a non-zero multiple "
 		                       "of 512",
 		                       v->ct.path, len);
 	if (len / 512 > MAX_SECTORS)
@@ -817,8 +826,8 @@ static int adopt(struct vhd *v)
 
 static int vhd_open(struct vdisk *d, json_t *cfg)
 {
-	static const char *const keys[] = {"path",  "inner",      "parent", "allow-parent-paths",
-	                                   "chain", "create",     "fixed",  "block-size",
+	static const char *const keys[] = {"path",  "inner",  "parent", "allow-parent-paths",
+	                                   "chain", "create", "fixed",  "block-size",
 	                                   "adopt", NULL};
 	struct create_opts co;
 	bool allow = false;
@@ -879,7 +888,8 @@ static int vhd_open(struct vdisk *d, json_t *cfg)
 		json_t *p;
 		json_array_foreach (chain, i, p) {
 			if (real && json_is_string(p) && strcmp(json_string_value(p), real) == 0) {
-				vdisk_set_error("parent: a loop: '%s' is its own ancestor", v->ct.path);
+				vdisk_set_error("parent: a loop: '%s' is its own ancestor",
+				                v->ct.path);
 				free(real);
 				goto fail;
 			}
@@ -915,7 +925,8 @@ static int vhd_open(struct vdisk *d, json_t *cfg)
 	}
 	if (v->type == T_FIXED) {
 		if (cbytes % 512 || v->size > cbytes - FOOTER) {
-			vdisk_set_error("footer current_size: %" PRIu64 " bytes do not fit before the "
+			vdisk_set_error("footer current_size: %" PRIu64
+			                " bytes do not fit before the "
 			                "footer of the %" PRIu64 "-byte file",
 			                v->size, cbytes);
 			goto fail;
@@ -971,7 +982,6 @@ fail:
 	return -1;
 }
 
-
 /* ------------------------------------------------------------------------- */
 /* Data path: fixed images forward to the container (the data is at offset 0  */
 /* and the core keeps requests inside current_size, so the footer is never   */
@@ -1021,15 +1031,16 @@ static int submit_rw(struct vhd_ctx *c, struct vdisk *disk, enum vdisk_op op, ui
 {
 	struct vdisk_req *r = c->r;
 	const struct iovec *iov = c->slice;
-	int n = vdisk_iov_slice(r->iov, r->iovcnt, (size_t)c->done, (size_t)len, c->slice,
-	                        SLICE_MAX);
+	int n =
+	    vdisk_iov_slice(r->iov, r->iovcnt, (size_t)c->done, (size_t)len, c->slice, SLICE_MAX);
 	if (n < 0) {
 		c->bounce = vdisk_bounce_get(r->q, (size_t)len);
 		if (!c->bounce)
 			return errno == EAGAIN ? -EAGAIN : -ENOMEM;
 		c->blen = (size_t)len;
 		if (op == VDISK_OP_WRITE)
-			vdisk_iov_to_buf(r->iov, r->iovcnt, (size_t)c->done, c->bounce, (size_t)len);
+			vdisk_iov_to_buf(r->iov, r->iovcnt, (size_t)c->done, c->bounce,
+			                 (size_t)len);
 		c->miov = (struct iovec){c->bounce, (size_t)len};
 		iov = &c->miov;
 		n = 1;
@@ -1088,8 +1099,9 @@ static int rmw_group(struct vhd_ctx *c, uint32_t b, uint32_t e, uint32_t g0, uin
 		}
 		while (k < gs && ((k >= first - g0 && k < first - g0 + n) || !bit_get(bm, g0 + k)))
 			k++;
-		vdisk_status st = vdisk_pwrite(v->ct.disk, buf + (size_t)i * 512, (size_t)(k - i) * 512,
-		                               (at + i) * 512, r->flags & VDISK_IO_FUA);
+		vdisk_status st =
+		    vdisk_pwrite(v->ct.disk, buf + (size_t)i * 512, (size_t)(k - i) * 512,
+		                 (at + i) * 512, r->flags & VDISK_IO_FUA);
 		if (!vdisk_ok(st)) {
 			rc = -(st.errnum ? st.errnum : EIO);
 			goto out;
@@ -1373,16 +1385,17 @@ static int vhd_extents(struct vdisk_req *r)
 		uint64_t next = ((s >> v->bshift) + 1) << v->bshift;
 		if (next > end)
 			next = end;
-		bool hole = v->type == T_DYNAMIC &&
-		            atomic_load_explicit(&v->bat[s >> v->bshift], memory_order_acquire) ==
-		                BAT_FREE;
+		bool hole =
+		    v->type == T_DYNAMIC &&
+		    atomic_load_explicit(&v->bat[s >> v->bshift], memory_order_acquire) == BAT_FREE;
 		uint32_t fl = hole ? VDISK_EXTENT_HOLE | VDISK_EXTENT_ZERO : 0;
 		if (n && r->ext[n - 1].flags == fl) {
 			r->ext[n - 1].count += next - s;
 		} else {
 			if (n == r->ext_max)
 				break;
-			r->ext[n] = (struct vdisk_extent){.sector = s, .count = next - s, .flags = fl};
+			r->ext[n] =
+			    (struct vdisk_extent){.sector = s, .count = next - s, .flags = fl};
 			n++;
 		}
 		s = next;
@@ -1423,8 +1436,9 @@ static int sync_meta(struct vhd *v)
 		for (uint32_t i = 0; v->type == T_DIFF && i < v->entries; i++)
 			if (v->bm_ver[i] != v->bm_done[i]) {
 				if (pass) {
-					items[n] = (struct item){(uint64_t)atomic_load(&v->bat[i]) * 512, i,
-					                         v->bm_ver[i], true};
+					items[n] =
+					    (struct item){(uint64_t)atomic_load(&v->bat[i]) * 512,
+					                  i, v->bm_ver[i], true};
 					memcpy(stage + slen, v->bitmaps[i], v->bitmap_bytes);
 				}
 				n++;
@@ -1433,12 +1447,14 @@ static int sync_meta(struct vhd *v)
 		for (uint32_t sct = 0; sct < nsec; sct++)
 			if (v->bat_ver[sct] != v->bat_done[sct]) {
 				if (pass) {
-					items[n] = (struct item){v->bat_off + (uint64_t)sct * 512, sct,
-					                         v->bat_ver[sct], false};
+					items[n] = (struct item){v->bat_off + (uint64_t)sct * 512,
+					                         sct, v->bat_ver[sct], false};
 					for (uint32_t k = 0; k < 128; k++) {
 						uint64_t e = (uint64_t)sct * 128 + k;
 						img_put_be32(stage + slen + 4 * k,
-						             e < v->entries ? atomic_load(&v->bat[e]) : BAT_FREE);
+						             e < v->entries
+						                 ? atomic_load(&v->bat[e])
+						                 : BAT_FREE);
 					}
 				}
 				n++;
@@ -1462,8 +1478,8 @@ static int sync_meta(struct vhd *v)
 	size_t at = 0;
 	for (size_t i = 0; i < n; i++) {
 		size_t len = items[i].bm ? v->bitmap_bytes : 512;
-		vdisk_status st = vdisk_pwrite(v->ct.disk, stage + at, len, items[i].off,
-		                               fua ? VDISK_IO_FUA : 0);
+		vdisk_status st =
+		    vdisk_pwrite(v->ct.disk, stage + at, len, items[i].off, fua ? VDISK_IO_FUA : 0);
 		if (!vdisk_ok(st)) {
 			char msg[160];
 			vdisk_set_error("flush: writing %s at offset %" PRIu64 ": %s",
@@ -1521,8 +1537,12 @@ static int vhd_inspect(struct vdisk *d, json_t *obj)
 	json_t *im = json_object();
 	char creator[5], host[5], id[37];
 	for (unsigned i = 0; i < 4; i++) {
-		creator[i] = v->footer[28 + i] >= 32 && v->footer[28 + i] < 127 ? (char)v->footer[28 + i] : '.';
-		host[i] = v->footer[36 + i] >= 32 && v->footer[36 + i] < 127 ? (char)v->footer[36 + i] : '.';
+		creator[i] = v->footer[28 + i] >= 32 && v->footer[28 + i] < 127
+		                 ? (char)v->footer[28 + i]
+		                 : '.';
+		host[i] = v->footer[36 + i] >= 32 && v->footer[36 + i] < 127
+		              ? (char)v->footer[36 + i]
+		              : '.';
 	}
 	creator[4] = host[4] = 0;
 	char cv[64];
@@ -1592,7 +1612,8 @@ static int vhd_check(struct vdisk *d, struct vdisk_check *chk)
 		                    cbytes - FOOTER);
 	if (v->type == T_FIXED) {
 		if (v->size > cbytes - FOOTER)
-			vdisk_check_problem(chk, "current_size %" PRIu64 " runs into the footer", v->size);
+			vdisk_check_problem(chk, "current_size %" PRIu64 " runs into the footer",
+			                    v->size);
 		return 0;
 	}
 	if (img_pread(&v->ct, f, FOOTER, 0, "footer copy") < 0)
@@ -1600,7 +1621,8 @@ static int vhd_check(struct vdisk *d, struct vdisk_check *chk)
 	if ((why = footer_problem(f, b, sizeof b)))
 		vdisk_check_problem(chk, "footer copy at offset 0: %s", why);
 	else if (memcmp(f, v->footer, FOOTER) != 0)
-		vdisk_check_problem(chk, "the footer copy at offset 0 and the footer at the end differ");
+		vdisk_check_problem(chk,
+		                    "the footer copy at offset 0 and the footer at the end differ");
 	uint8_t h[DYNHDR];
 	if (img_pread(&v->ct, h, DYNHDR, v->hdr_off, "dynamic header") < 0)
 		return -1;
@@ -1623,8 +1645,10 @@ static int vhd_check(struct vdisk *d, struct vdisk_check *chk)
 		differ += img_be32(raw + 4 * (size_t)i) != atomic_load(&v->bat[i]);
 	free(raw);
 	if (differ)
-		vdisk_check_problem(chk, "BAT: %" PRIu32 " entries on the medium differ from the "
-		                    "table in use", differ);
+		vdisk_check_problem(chk,
+		                    "BAT: %" PRIu32 " entries on the medium differ from the "
+		                    "table in use",
+		                    differ);
 	struct check_arg a = {chk};
 	check_layout(v, cbytes, check_problem, &a, 100);
 	return 0;
