@@ -18,12 +18,16 @@ static int convert_main(int argc, char **argv);
 const struct vdisk_cmd vdisk_cmd_convert = {
     .name = "convert",
     .summary = "copy a disk into another (sparse by default)",
-    .usage = "Usage: vdisk convert SRC DST [--bs SIZE] [--depth N] [--no-sparse]\n\n"
+    .usage = "Usage: vdisk convert SRC DST [--format raw|vhd] [--fixed] [--bs SIZE] [--depth N]\n"
+             "                    [--no-sparse]\n\n"
              "Copies every byte of SRC into DST.  DST is a spec of an existing disk at least\n"
-             "as large as SRC, or a path that does not exist yet, which becomes a new sparse\n"
-             "raw file of SRC's size.  Ranges SRC reports as zero, and blocks that read as\n"
+             "as large as SRC, or a path that does not exist yet, which becomes a new image\n"
+             "of SRC's size: a sparse raw file, or with --format vhd a dynamic VHD (a fixed\n"
+             "one with --fixed).  Ranges SRC reports as zero, and blocks that read as\n"
              "zeros, are not written to a new file and are written as zeros (deallocating\n"
              "where the disk can) to an existing one.  Ends with a flush of DST.\n\n"
+             "  --format F     the format of a new DST: raw (default) or vhd\n"
+             "  --fixed        with --format vhd: a fixed VHD\n"
              "  --bs SIZE      copy unit (default 1M)\n"
              "  --depth N      reads in flight, each of --bs (default 8)\n"
              "  --no-sparse    write every block, zeros included\n",
@@ -280,15 +284,15 @@ static void writer(struct job *j, struct tool_progress *pr)
 static int convert_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"bs", required_argument, NULL, 'b'},
-	    {"depth", required_argument, NULL, 't'},
-	    {"no-sparse", no_argument, NULL, 'n'},
-	    {NULL, 0, NULL, 0},
+	    {"bs", required_argument, NULL, 'b'},  {"depth", required_argument, NULL, 't'},
+	    {"no-sparse", no_argument, NULL, 'n'}, {"format", required_argument, NULL, 'F'},
+	    {"fixed", no_argument, NULL, 'x'},     {NULL, 0, NULL, 0},
 	};
 	const struct vdisk_cmd *cmd = &vdisk_cmd_convert;
 	uint64_t bs = 1 << 20;
 	unsigned depth = 8;
-	bool sparse = true;
+	bool sparse = true, fixed = false;
+	const char *format = NULL;
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -306,12 +310,21 @@ static int convert_main(int argc, char **argv)
 				return tool_usage(cmd, "--depth: '%s' is not 1..256", optarg);
 			break;
 		case 'n': sparse = false; break;
+		case 'F':
+			if (strcmp(optarg, "raw") != 0 && strcmp(optarg, "vhd") != 0)
+				return tool_usage(cmd, "--format: '%s' is not raw or vhd", optarg);
+			format = optarg;
+			break;
+		case 'x': fixed = true; break;
 		default: return tool_usage(cmd, "unknown option");
 		}
 	}
 	if (optind != argc - 2)
 		return tool_usage(cmd, "expected SRC and DST");
 	const char *srcspec = argv[optind], *dstspec = argv[optind + 1];
+	bool vhd = format && strcmp(format, "vhd") == 0;
+	if (fixed && !vhd)
+		return tool_usage(cmd, "--fixed goes with --format vhd");
 	struct job j = {.bs = bs, .sparse = sparse, .depth = depth};
 	pthread_mutex_init(&j.lock, NULL);
 	pthread_cond_init(&j.filled, NULL);
@@ -326,9 +339,24 @@ static int convert_main(int argc, char **argv)
 	 * (JSON, @file, type:...) names an existing disk */
 	size_t tl = strspn(dstspec, "abcdefghijklmnopqrstuvwxyz0123456789");
 	bool is_spec = dstspec[0] == '{' || dstspec[0] == '@' || (tl && dstspec[tl] == ':');
+	if (format && (is_spec || access(dstspec, F_OK) == 0)) {
+		rc = tool_error("convert", EXIT_FAIL,
+		                "%s: --format makes a new image, and this destination exists",
+		                dstspec);
+		goto out;
+	}
+	if (vhd && j.size % 512) {
+		rc = tool_error("convert", EXIT_FAIL,
+		                "the source size %" PRIu64 " is not a multiple of a VHD's 512-byte "
+		                "sectors",
+		                j.size);
+		goto out;
+	}
 	if (!is_spec && access(dstspec, F_OK) != 0) {
-		json_t *spec = json_pack("{s:s, s:s, s:I}", "type", "file", "path", dstspec,
-		                         "create", (json_int_t)j.size);
+		json_t *spec = json_pack("{s:s, s:s, s:I}", "type", vhd ? "vhd" : "file", "path",
+		                         dstspec, "create", (json_int_t)j.size);
+		if (spec && fixed)
+			json_object_set_new(spec, "fixed", json_true());
 		char *text = json_dumps(spec, JSON_COMPACT);
 		json_decref(spec);
 		j.dst = text ? vdisk_open(text, 0) : NULL;

@@ -16,7 +16,8 @@ const struct vdisk_cmd vdisk_cmd_info = {
     .usage = "Usage: vdisk info SPEC [--json] [--read-only]\n\n"
              "Opens SPEC and prints its type, size, sector sizes, disk id, FUA, read-only,\n"
              "unmap behaviour, optimal unmap granularity, persistent-reservation support and\n"
-             "every layer with its configuration (secrets redacted).  A disk that cannot be\n"
+             "every layer with its configuration (secrets redacted), and for an image (vhd)\n"
+             "its kind, block size, creator and parent.  A disk that cannot be\n"
              "opened writable is opened read-only.\n\n"
              "  --json        one JSON object: type, sector_count, sector_size,\n"
              "                physical_sector_size, disk_id, fua, read_only, unmap_behavior,\n"
@@ -58,6 +59,16 @@ static void print_human(json_t *o)
 		       path && *path ? ": " : "", json_string_value(json_object_get(l, "type")),
 		       cfg ? cfg : "");
 		free(cfg);
+		/* an image format's own description (vhd: kind, block size, creator,
+		 * parent) */
+		json_t *im = json_object_get(l, "image");
+		const char *k;
+		json_t *val;
+		json_object_foreach (im, k, val) {
+			char *t = json_is_string(val) ? NULL : json_dumps(val, JSON_ENCODE_ANY);
+			printf("  %*s  %s: %s\n", depth * 2, "", k, t ? t : json_string_value(val));
+			free(t);
+		}
 	}
 }
 
