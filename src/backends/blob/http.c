@@ -368,6 +368,8 @@ void http_url_redact(const char *url, char *out, size_t outlen)
 	if (!outlen)
 		return;
 	const char *scheme_end = strstr(url, "://");
+	if (scheme_end && (size_t)(scheme_end - url) > strcspn(url, "/?#"))
+		scheme_end = NULL; /* a "://" inside the path or query is no scheme */
 	const char *host = scheme_end ? scheme_end + 3 : url;
 	size_t hostpart = strcspn(host, "/?#");
 	const char *at = NULL;
