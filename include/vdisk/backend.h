@@ -351,6 +351,37 @@ void vdisk_uring_unregister_fd(struct vdisk_queue *q, int index);
  * a busy file system) and complete r with its result back on r's queue. */
 int vdisk_offload(struct vdisk_req *r, vdisk_status (*work)(struct vdisk_req *r));
 
+/* Completing from another thread (a library's callback thread, a thread of the
+ * driver's own): on the queue's thread, while the request is in flight, call
+ * vdisk_req_remote_begin(r) before another thread may complete it (so the
+ * queue's wait knows a completion can come that way); then that thread calls
+ * vdisk_req_complete_remote(r, st) exactly once instead of
+ * vdisk_req_complete().  The completion is delivered from the queue's poll; many
+ * completions handed over together cost one wake-up. */
+void vdisk_req_remote_begin(struct vdisk_req *r);
+void vdisk_req_complete_remote(struct vdisk_req *r, vdisk_status st);
+
+/* Watching a descriptor from the queue, for drivers that talk over a socket or
+ * are told of completions through one (an NBD client's socket, librbd's event
+ * fd, libcurl's sockets).  Once started, fn runs on the queue's thread from its
+ * poll whenever fd is ready for the events asked (POLLIN, POLLOUT, POLLPRI; it
+ * gets those that are ready, plus POLLERR / POLLHUP), and vdisk_queue_wait()
+ * and the descriptor of vdisk_queue_fd() wake for it.  Level-triggered: ask for
+ * POLLOUT only while there is something to send, or the queue never sleeps.
+ * The queue's thread only (queue_init, a request's submission or completion, a
+ * watch or timer callback); stop every watch before the queue is destroyed
+ * (queue_fini).  A callback may stop and free its own watch or another's.
+ * start returns 0 or a negative errno; modify likewise. */
+struct vdisk_watch {
+	void (*fn)(struct vdisk_watch *w, unsigned revents);
+	int fd;          /* -1 once stopped */
+	unsigned events; /* what is asked now */
+};
+int vdisk_watch_start(struct vdisk_queue *q, struct vdisk_watch *w, int fd, unsigned events,
+                      void (*fn)(struct vdisk_watch *w, unsigned revents));
+int vdisk_watch_modify(struct vdisk_queue *q, struct vdisk_watch *w, unsigned events);
+void vdisk_watch_stop(struct vdisk_queue *q, struct vdisk_watch *w);
+
 /* Timers on the queue: fn runs from the queue's poll once now >= deadline
  * (CLOCK_MONOTONIC ns).  No thread sleeps. */
 struct vdisk_timer {

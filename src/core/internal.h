@@ -3,6 +3,7 @@
 #define VDISK_CORE_INTERNAL_H
 
 #include <pthread.h>
+#include <sys/epoll.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -115,6 +116,12 @@ struct vdisk_queue {
 	int efd;  /* eventfd: remote completions and kicks */
 	int epfd; /* what vdisk_queue_fd() returns */
 	int tfd;  /* timerfd for fd users */
+
+	/* descriptors watched for backends (vdisk_watch_start) */
+	int wepfd; /* an epoll set of them, or -1 */
+	unsigned nwatch;
+	struct epoll_event *wrun_evs; /* events being run by watch_run(), or NULL */
+	int wrun_n;
 
 	/* io_uring */
 	bool ring_ready;

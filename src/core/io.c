@@ -179,6 +179,19 @@ void vd_complete_remote(struct vdisk_req *r, vdisk_status st)
 		vd_queue_kick(q);
 }
 
+VD_EXPORT void vdisk_req_remote_begin(struct vdisk_req *r)
+{
+	if (VD_UNLIKELY(r->state != VD_REQ_SUBMITTED))
+		vd_bug("%s: %s request handed to another thread when not in flight (state %u)",
+		       r->disk->drv->name, vdisk_op_name((enum vdisk_op)r->op), r->state);
+	r->q->remote_expected++;
+}
+
+VD_EXPORT void vdisk_req_complete_remote(struct vdisk_req *r, vdisk_status st)
+{
+	vd_complete_remote(r, st);
+}
+
 static unsigned hist_bucket(uint64_t ticks)
 {
 	unsigned b = ticks ? 64u - (unsigned)__builtin_clzll(ticks) : 0;

@@ -36,7 +36,7 @@ VD_EXPORT struct vdisk_queue *vdisk_queue_create(struct vdisk *d,
 	q->first = d->index;
 	q->last = d->index + d->subtree;
 	q->nnodes = n;
-	q->efd = q->epfd = q->tfd = -1;
+	q->efd = q->epfd = q->tfd = q->wepfd = -1;
 	q->done_tail = &q->done_head;
 	q->retry_tail = &q->retry_head;
 	q->bounce_budget = DEFAULT_BOUNCE_BUDGET;
@@ -182,6 +182,10 @@ VD_EXPORT void vdisk_queue_destroy(struct vdisk_queue *q)
 	pthread_mutex_unlock(&d->lock);
 	for (unsigned i = 0; i < q->nnodes; i++)
 		vd_pool_free_all(&q->pools[i]);
+	if (q->nwatch)
+		vd_bug("vdisk_queue_destroy: %u descriptors still watched", q->nwatch);
+	if (q->wepfd >= 0)
+		close(q->wepfd);
 	if (q->tfd >= 0)
 		close(q->tfd);
 	if (q->epfd >= 0)
@@ -260,6 +264,117 @@ static unsigned take_remote(struct vdisk_queue *q)
 
 static void tfd_update(struct vdisk_queue *q);
 
+/* ------------------------------------------------------------------------- */
+/* Watched descriptors                                                         */
+/* ------------------------------------------------------------------------- */
+
+static uint32_t watch_epoll_events(unsigned events)
+{
+	uint32_t ev = 0;
+	if (events & POLLIN)
+		ev |= EPOLLIN;
+	if (events & POLLOUT)
+		ev |= EPOLLOUT;
+	if (events & POLLPRI)
+		ev |= EPOLLPRI;
+	return ev;
+}
+
+static unsigned watch_poll_events(uint32_t ev)
+{
+	unsigned r = 0;
+	if (ev & EPOLLIN)
+		r |= POLLIN;
+	if (ev & EPOLLOUT)
+		r |= POLLOUT;
+	if (ev & EPOLLPRI)
+		r |= POLLPRI;
+	if (ev & EPOLLERR)
+		r |= POLLERR;
+	if (ev & EPOLLHUP)
+		r |= POLLHUP;
+	return r;
+}
+
+VD_EXPORT int vdisk_watch_start(struct vdisk_queue *q, struct vdisk_watch *w, int fd,
+                                unsigned events,
+                                void (*fn)(struct vdisk_watch *w, unsigned revents))
+{
+	if (q->wepfd < 0) {
+		q->wepfd = epoll_create1(EPOLL_CLOEXEC);
+		if (q->wepfd < 0)
+			return -errno;
+		if (q->epfd >= 0) {
+			struct epoll_event ev = {.events = EPOLLIN};
+			ev.data.fd = q->wepfd;
+			if (epoll_ctl(q->epfd, EPOLL_CTL_ADD, q->wepfd, &ev) < 0) {
+				int e = errno;
+				close(q->wepfd);
+				q->wepfd = -1;
+				return -e;
+			}
+		}
+	}
+	struct epoll_event ev = {.events = watch_epoll_events(events)};
+	ev.data.ptr = w;
+	if (epoll_ctl(q->wepfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+		return -errno;
+	w->fn = fn;
+	w->fd = fd;
+	w->events = events;
+	q->nwatch++;
+	return 0;
+}
+
+VD_EXPORT int vdisk_watch_modify(struct vdisk_queue *q, struct vdisk_watch *w, unsigned events)
+{
+	if (events == w->events)
+		return 0;
+	struct epoll_event ev = {.events = watch_epoll_events(events)};
+	ev.data.ptr = w;
+	if (epoll_ctl(q->wepfd, EPOLL_CTL_MOD, w->fd, &ev) < 0)
+		return -errno;
+	w->events = events;
+	return 0;
+}
+
+VD_EXPORT void vdisk_watch_stop(struct vdisk_queue *q, struct vdisk_watch *w)
+{
+	if (w->fd < 0)
+		return;
+	epoll_ctl(q->wepfd, EPOLL_CTL_DEL, w->fd, NULL);
+	w->fd = -1;
+	q->nwatch--;
+	/* stopped from a callback: the events still to run must not name it, as
+	 * its owner may free it as soon as this returns */
+	for (int i = 0; i < q->wrun_n; i++)
+		if (q->wrun_evs[i].data.ptr == w)
+			q->wrun_evs[i].data.ptr = NULL;
+}
+
+/* Run the callbacks of the descriptors that are ready, without waiting.  A
+ * callback may stop (and free) its own watch or another's. */
+static unsigned watch_run(struct vdisk_queue *q)
+{
+	struct epoll_event evs[32];
+	int n = epoll_wait(q->wepfd, evs, 32, 0);
+	unsigned ran = 0;
+	if (n <= 0)
+		return 0;
+	q->wrun_evs = evs;
+	q->wrun_n = n;
+	for (int i = 0; i < n; i++) {
+		struct vdisk_watch *w = evs[i].data.ptr;
+		if (!w)
+			continue;
+		w->fn(w, watch_poll_events(evs[i].events));
+		ran++;
+	}
+	q->wrun_evs = NULL;
+	q->wrun_n = 0;
+	return ran;
+}
+
 VD_EXPORT int vdisk_queue_poll(struct vdisk_queue *q)
 {
 	uint64_t before = q->ncomplete;
@@ -277,6 +392,8 @@ VD_EXPORT int vdisk_queue_poll(struct vdisk_queue *q)
 			progress += take_remote(q);
 		if (q->ntimers)
 			progress += (unsigned)vd_timer_run(q);
+		if (q->nwatch)
+			progress += watch_run(q);
 		/* deliver one snapshot; what the callbacks complete waits for the next round */
 		struct vdisk_req *r = q->done_head;
 		q->done_head = NULL;
@@ -297,7 +414,7 @@ VD_EXPORT int vdisk_queue_poll(struct vdisk_queue *q)
 	 * wait for ever for its parent's completion.  They go once over the
 	 * budget. */
 	if (q->retry_head && !q->done_head && !q->ring_inflight && !q->remote_expected &&
-	    !q->ntimers) {
+	    !q->ntimers && !q->nwatch) {
 		q->bounce_waive = true;
 		vd_queue_retry(q);
 		q->bounce_waive = false;
@@ -335,7 +452,8 @@ VD_EXPORT int vdisk_queue_wait(struct vdisk_queue *q, int64_t timeout_ns)
 		/* requests refused for back-pressure are retried after a completion:
 		 * sleep until one comes, unless nothing is in flight that could
 		 * complete (then only trying again can help) */
-		if (q->retry_head && !q->ring_inflight && !q->remote_expected && !q->ntimers)
+		if (q->retry_head && !q->ring_inflight && !q->remote_expected && !q->ntimers &&
+		    !q->nwatch)
 			continue;
 		uint64_t tnext = vd_timer_next(q);
 		if (tnext != UINT64_MAX) {
@@ -344,7 +462,7 @@ VD_EXPORT int vdisk_queue_wait(struct vdisk_queue *q, int64_t timeout_ns)
 				left = t;
 		}
 		if (q->ring_ready && q->ring_inflight && !q->remote_expected && !q->ntimers &&
-		    !atomic_load(&q->efd_pending)) {
+		    !q->nwatch && !atomic_load(&q->efd_pending)) {
 			/* only the ring can complete anything: one syscall waits for it */
 			struct io_uring_cqe *cqe;
 			struct __kernel_timespec ts, *tsp = NULL;
@@ -358,10 +476,14 @@ VD_EXPORT int vdisk_queue_wait(struct vdisk_queue *q, int64_t timeout_ns)
 				return rc;
 			continue;
 		}
-		struct pollfd pfd[2] = {{.fd = q->efd, .events = POLLIN}, {.fd = -1}};
+		struct pollfd pfd[3] = {{.fd = q->efd, .events = POLLIN}, {.fd = -1}, {.fd = -1}};
 		if (q->ring_ready && q->ring_inflight) {
 			pfd[1].fd = q->ring.ring_fd;
 			pfd[1].events = POLLIN;
+		}
+		if (q->nwatch) {
+			pfd[2].fd = q->wepfd;
+			pfd[2].events = POLLIN;
 		}
 		struct timespec ts, *tsp = NULL;
 		if (left >= 0) {
@@ -369,7 +491,7 @@ VD_EXPORT int vdisk_queue_wait(struct vdisk_queue *q, int64_t timeout_ns)
 			ts.tv_nsec = left % 1000000000;
 			tsp = &ts;
 		}
-		if (ppoll(pfd, 2, tsp, NULL) < 0 && errno != EINTR)
+		if (ppoll(pfd, 3, tsp, NULL) < 0 && errno != EINTR)
 			return -errno;
 	}
 }
@@ -388,6 +510,11 @@ VD_EXPORT int vdisk_queue_fd(struct vdisk_queue *q)
 	if (q->ring_ready) {
 		ev.data.fd = q->ring.ring_fd;
 		if (epoll_ctl(q->epfd, EPOLL_CTL_ADD, q->ring.ring_fd, &ev) < 0)
+			goto fail;
+	}
+	if (q->wepfd >= 0) {
+		ev.data.fd = q->wepfd;
+		if (epoll_ctl(q->epfd, EPOLL_CTL_ADD, q->wepfd, &ev) < 0)
 			goto fail;
 	}
 	q->fd_used = true;
