@@ -178,6 +178,9 @@ class Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request, client_address):
+        pass  # clients give up on purpose (timeouts, refused answers)
+
 
 def main():
     srv = Server(("127.0.0.1", 0), Handler)

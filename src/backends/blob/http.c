@@ -105,6 +105,14 @@ static int parse_content_range(struct http_resp *h, const char *v, size_t n)
 		return -1;
 	v += 6;
 	n -= 6;
+	if (n >= 2 && v[0] == '*' && v[1] == '/') {
+		/* what a 416 names: the length alone */
+		if (!parse_u64(v + 2, n - 2, &total))
+			return -1;
+		h->cr_unsatisfied = true;
+		h->cr_total = total;
+		return 0;
+	}
 	dash = memchr(v, '-', n);
 	slash = memchr(v, '/', n);
 	if (!dash || !slash || dash > slash)
@@ -283,7 +291,7 @@ int http_resp_check_range(struct http_resp *h, const struct http_expect *e)
 	if (rc)
 		return rc;
 	if (!h->have_cr)
-		return resp_fail(h, EPROTO, "206 without a Content-Range");
+		return resp_fail(h, EPROTO, "206 without a Content-Range naming its bytes");
 	if (h->cr_first != e->first || h->cr_last != e->last)
 		return resp_fail(h, EPROTO,
 		                 "Content-Range bytes %llu-%llu does not match the range asked "

@@ -31,6 +31,7 @@ struct http_resp {
 	bool have_cr; /* Content-Range: bytes first-last/total (total unknown: !cr_total_known) */
 	uint64_t cr_first, cr_last, cr_total;
 	bool cr_total_known;
+	bool cr_unsatisfied; /* the unsatisfied form of a 416: no bytes */
 	bool chunked;      /* a Transfer-Encoding other than identity */
 	bool encoded;      /* a Content-Encoding other than identity */
 	bool multipart;    /* Content-Type multipart/... */
