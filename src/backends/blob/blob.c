@@ -59,7 +59,8 @@
 #define BLOB_BACKOFF_FIRST_NS 100000000ull /* 100 ms */
 #define BLOB_BACKOFF_MAX_NS 2000000000ull  /* 2 s */
 #define BLOB_XFER_MAX 256                  /* transfers per queue */
-#define BLOB_BUFFER_SIZE (128 * 1024)      /* libcurl's receive buffer */
+#define BLOB_BUFFER_SIZE (128 * 1024)      /* libcurl's receive buffer, large ranges */
+#define BLOB_BUFFER_SMALL (16 * 1024)      /* and small ones (libcurl's default) */
 
 struct blob {
 	char *url; /* the final URL, after redirects */
@@ -605,7 +606,6 @@ static struct blob_xfer *xfer_get(struct blob_q *bq)
 	rc |= (int)curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, xfer_body_cb);
 	rc |= (int)curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
 	rc |= (int)curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
-	rc |= (int)curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)BLOB_BUFFER_SIZE);
 	if (b->headers)
 		rc |= (int)curl_easy_setopt(e, CURLOPT_HTTPHEADER, b->headers);
 	if (rc) {
@@ -633,6 +633,11 @@ static int xfer_add(struct blob_xfer *x)
 	x->retry_5xx = false;
 	snprintf(x->range, sizeof x->range, "%" PRIu64 "-%" PRIu64, x->off, x->off + x->len - 1);
 	curl_easy_setopt(x->easy, CURLOPT_RANGE, x->range);
+	/* libcurl allocates its receive buffer for each transfer: a large one
+	 * for a small range would cost a fresh heap extension (page faults) and
+	 * its trim every time */
+	curl_easy_setopt(x->easy, CURLOPT_BUFFERSIZE,
+	                 (long)(x->len < BLOB_BUFFER_SIZE ? BLOB_BUFFER_SMALL : BLOB_BUFFER_SIZE));
 	atomic_fetch_add_explicit(&x->bq->b->n_gets, 1, memory_order_relaxed);
 	return curl_multi_add_handle(x->bq->multi, x->easy) == CURLM_OK ? 0 : ENOMEM;
 }
