@@ -117,7 +117,8 @@ struct blob_q {
 	CURLM *multi;
 	struct vdisk_timer timer;
 	bool timer_on;
-	bool in_curl; /* inside curl_multi_socket_action: no re-entry */
+	bool busy;    /* inside bq_action() or a submission: libcurl runs before we return */
+	bool run_now; /* libcurl asked to be run again at once (a timeout of 0) */
 	struct blob_xfer *free;
 	struct blob_xfer *all[BLOB_XFER_MAX];
 	unsigned nxfer;
@@ -527,7 +528,8 @@ static void blob_close(struct vdisk *d)
 /* ------------------------------------------------------------------------- */
 
 static void bq_start(struct blob_q *bq, struct vdisk_req *r);
-static void bq_kick(struct blob_q *bq);
+static void bq_action(struct blob_q *bq, curl_socket_t fd, int what);
+static void bq_timer_fire(struct vdisk_timer *t);
 
 static size_t xfer_header_cb(char *p, size_t size, size_t n, void *opaque)
 {
@@ -605,7 +607,6 @@ static struct blob_xfer *xfer_get(struct blob_q *bq)
 	rc |= (int)curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
 	rc |= (int)curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, xfer_body_cb);
 	rc |= (int)curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-	rc |= (int)curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
 	if (b->headers)
 		rc |= (int)curl_easy_setopt(e, CURLOPT_HTTPHEADER, b->headers);
 	if (rc) {
@@ -676,13 +677,15 @@ static void xfer_retry_fire(struct vdisk_timer *t)
 	struct blob_xfer *x =
 	    (struct blob_xfer *)((char *)t - offsetof(struct blob_xfer, retry_timer));
 	struct blob_q *bq = x->bq;
+	bq->busy = true; /* libcurl runs below */
 	if (xfer_add(x)) {
 		struct vdisk_req *r = x->r;
 		blob_note_error(bq->b, "url %s: bytes %s: out of memory", bq->b->shown, x->range);
 		xfer_put(bq, x);
 		part_done(bq, r, ENOMEM);
 	}
-	bq_kick(bq);
+	bq->busy = false;
+	bq_action(bq, CURL_SOCKET_TIMEOUT, 0);
 }
 
 /* A transfer finished with curl's result c. */
@@ -800,13 +803,32 @@ static void bq_reap(struct blob_q *bq)
 	bq_issue(bq);
 }
 
+/* Run libcurl for an event (or its timeouts), take what it finished, and run
+ * it again while it asks to be run at once: a request added, a transfer that
+ * can go on.  Doing that here rather than through a queue timer of 0 ns saves
+ * re-arming the queue's timer descriptor several times per request. */
 static void bq_action(struct blob_q *bq, curl_socket_t fd, int what)
 {
 	int running;
-	bq->in_curl = true;
+	bool was_busy = bq->busy;
+	bq->busy = true;
+	bq->run_now = false;
 	curl_multi_socket_action(bq->multi, fd, what, &running);
-	bq->in_curl = false;
 	bq_reap(bq);
+	for (int i = 0; bq->run_now && i < 16; i++) {
+		bq->run_now = false;
+		curl_multi_socket_action(bq->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+		bq_reap(bq);
+	}
+	bq->busy = was_busy;
+	if (bq->run_now) {
+		/* still more: from the queue's next poll, not in a loop here */
+		bq->run_now = false;
+		if (bq->timer_on)
+			vdisk_timer_cancel(bq->q, &bq->timer);
+		bq->timer_on = true;
+		vdisk_timer_start(bq->q, &bq->timer, 0, bq_timer_fire);
+	}
 }
 
 static void bq_timer_fire(struct vdisk_timer *t)
@@ -816,26 +838,28 @@ static void bq_timer_fire(struct vdisk_timer *t)
 	bq_action(bq, CURL_SOCKET_TIMEOUT, 0);
 }
 
-/* Run libcurl now (new transfers start without waiting for a poll). */
-static void bq_kick(struct blob_q *bq)
-{
-	if (!bq->in_curl)
-		bq_action(bq, CURL_SOCKET_TIMEOUT, 0);
-}
-
+/* libcurl's timeout.  One queue timer serves it and is only moved earlier: one
+ * that fires before libcurl's deadline costs a call that finds nothing to do,
+ * while moving it at every change would cost a system call each time when the
+ * queue runs from an event loop. */
 static int bq_curl_timer(CURLM *multi, long timeout_ms, void *opaque)
 {
 	struct blob_q *bq = opaque;
 	(void)multi;
+	if (timeout_ms < 0)
+		return 0;
+	if (timeout_ms == 0 && bq->busy) {
+		bq->run_now = true;
+		return 0;
+	}
+	uint64_t deadline = vdisk_now_ns() + (uint64_t)timeout_ms * 1000000u;
 	if (bq->timer_on) {
+		if (bq->timer.deadline <= deadline)
+			return 0;
 		vdisk_timer_cancel(bq->q, &bq->timer);
-		bq->timer_on = false;
 	}
-	if (timeout_ms >= 0) {
-		bq->timer_on = true;
-		vdisk_timer_start(bq->q, &bq->timer,
-		                  vdisk_now_ns() + (uint64_t)timeout_ms * 1000000u, bq_timer_fire);
-	}
+	bq->timer_on = true;
+	vdisk_timer_start(bq->q, &bq->timer, deadline, bq_timer_fire);
 	return 0;
 }
 
@@ -959,8 +983,15 @@ static int blob_read(struct vdisk_req *r)
 		vdisk_req_complete(r, vdisk_status_ok());
 		return 0;
 	}
+	if (bq->busy) {
+		/* submitted from a completion we deliver: bq_action runs libcurl */
+		bq_start(bq, r);
+		return 0;
+	}
+	bq->busy = true;
 	bq_start(bq, r);
-	bq_kick(bq);
+	bq->busy = false;
+	bq_action(bq, CURL_SOCKET_TIMEOUT, 0);
 	return 0;
 }
 
