@@ -6,7 +6,9 @@
 #     4 MiB reads at depth 1 (each split into 1 MiB ranges in parallel) and
 #     at depth 4;
 #   - random: 4 KiB random reads at depth 32 by fio's nbd engine, from
-#     `vdisk serve` of a blob disk and from `nbdkit curl` of the same URL.
+#     `vdisk serve` of a blob disk and from `nbdkit curl` of the same URL (its
+#     thread model serialises requests), with each server's CPU time per read
+#     (what decides the rate when the machine's CPUs are all busy).
 # The file is at most 512 MiB so that it stays in the page cache.  Medians of
 # REPS rounds, min-max and ratios are printed as Markdown.  A benchmark, never
 # a test: nothing here fails on a figure.
@@ -74,16 +76,26 @@ start() { # name sock cmd...
 	echo "bench/blob.sh: $name did not start: $(cat "$tmp/$name.log")" >&2
 	exit 1
 }
+declare -A PID
 start vdisk "$tmp/vdisk.sock" "$VDISK" serve "$spec" --unix "$tmp/vdisk.sock"
+PID[vdisk]=${pids[-1]}
 start nbdkit "$tmp/nbdkit.sock" nbdkit -f -r -U "$tmp/nbdkit.sock" curl "url=$url"
+PID[nbdkit]=${pids[-1]}
 
-fio_rand() { # sock -> IOPS
-	fio --name=b --ioengine=nbd --uri="nbd+unix:///?socket=$1" --rw=randread --bs=4k \
-		--iodepth=32 --time_based --runtime="$RUNTIME" --ramp_time=1 --iomem_align=4096 \
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+fio_rand() { # name -> "IOPS CPU-us-per-read" (the server's CPU time per read)
+	local c0 c1 out
+	c0=$(cpu_ticks "${PID[$1]}")
+	out=$(fio --name=b --ioengine=nbd --uri="nbd+unix:///?socket=$tmp/$1.sock" --rw=randread \
+		--bs=4k --iodepth=32 --time_based --runtime="$RUNTIME" --iomem_align=4096 \
 		--size="$SIZE" --output-format=json 2>/dev/null | /usr/bin/python3 -c '
 import json, sys
 t = sys.stdin.read()
-print(round(json.loads(t[t.index("{"):])["jobs"][0]["read"]["iops"]))'
+j = json.loads(t[t.index("{"):])["jobs"][0]["read"]
+print(round(j["iops"]), j["total_ios"])')
+	c1=$(cpu_ticks "${PID[$1]}")
+	read -r iops ios <<<"$out"
+	echo "$iops $(awk -v t=$((c1 - c0)) -v n="$ios" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.0f", t * 1e6 / hz / n }')"
 }
 curl_mibs() {
 	curl -s -o /dev/null -w '%{speed_download}' "$url" | awk '{printf "%.0f", $1 / 1048576}'
@@ -100,9 +112,13 @@ for ((rep = 1; rep <= REPS; rep++)); do
 	R[curl]+="$(curl_mibs) "
 	R[vdisk-qd1]+="$(vdisk_mibs 1) "
 	R[vdisk-qd4]+="$(vdisk_mibs 4) "
-	R[vdisk-rand]+="$(fio_rand "$tmp/vdisk.sock") "
-	R[nbdkit-rand]+="$(fio_rand "$tmp/nbdkit.sock") "
-	echo "round $rep: curl ${R[curl]}| vdisk qd1 ${R[vdisk-qd1]}| qd4 ${R[vdisk-qd4]}| randread vdisk ${R[vdisk-rand]}| nbdkit ${R[nbdkit-rand]}" >&2
+	read -r v c <<<"$(fio_rand vdisk)"
+	R[vdisk-rand]+="$v "
+	R[vdisk-cpu]+="$c "
+	read -r v c <<<"$(fio_rand nbdkit)"
+	R[nbdkit-rand]+="$v "
+	R[nbdkit-cpu]+="$c "
+	echo "round $rep: curl ${R[curl]}| vdisk qd1 ${R[vdisk-qd1]}| qd4 ${R[vdisk-qd4]}| randread vdisk ${R[vdisk-rand]}(${R[vdisk-cpu]}us) | nbdkit ${R[nbdkit-rand]}(${R[nbdkit-cpu]}us)" >&2
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
@@ -116,6 +132,7 @@ print("| --- | --- | --- | --- |")
 print(f"| sequential read, 4 MiB at depth 1 (1 MiB ranges in parallel) | {cell('vdisk-qd1', 'MiB/s')} | curl -o /dev/null {cell('curl', 'MiB/s')} | {m['vdisk-qd1'] / m['curl']:.2f} |")
 print(f"| sequential read, 4 MiB at depth 4 | {cell('vdisk-qd4', 'MiB/s')} | curl -o /dev/null {cell('curl', 'MiB/s')} | {m['vdisk-qd4'] / m['curl']:.2f} |")
 print(f"| 4 KiB random read, depth 32, fio nbd engine | vdisk serve {cell('vdisk-rand', 'IOPS')} | nbdkit curl {cell('nbdkit-rand', 'IOPS')} | {m['vdisk-rand'] / m['nbdkit-rand']:.2f} |")
+print(f"| server CPU time per 4 KiB read (lower is better) | {cell('vdisk-cpu', 'µs')} | {cell('nbdkit-cpu', 'µs')} | {m['nbdkit-cpu'] / m['vdisk-cpu']:.2f} |")
 print()
 print(f"Medians of {len(R['curl'])} rounds (min–max).")
 PY

@@ -2,7 +2,7 @@
  *
  *   {"type":"blob","url":"https://host/disk.img?sig=...","ca-file":P?,
  *    "insecure":false?,"retries":3?,"timeout":"30s"?,"split":"1M"?,
- *    "connections":16?}
+ *    "connections":16?,"size":N?,"etag":E?,"last-modified":D?}
  *
  * The disk is always read-only (a write fails with VDISK_ERR_READ_ONLY).
  * Given `size` with `etag` (or `last-modified`), open asks the server nothing:
@@ -29,10 +29,11 @@
  * multiplexed (HTTP/2 when the TLS server offers it), at most `connections`
  * per queue.  Transfer objects (a curl easy handle each) come from a per-queue
  * pool that grows to a bound; a request finding it empty waits in a FIFO.
+ * (libcurl itself still allocates a little for each transfer.)
  *
  * Every answer is checked before its body is taken (http.c): status, framing,
- * Content-Range, Content-Length, validators; a body longer than the range is
- * cut off, a shorter one fails.  Retries, with backoff from 100 ms doubling to
+ * Content-Range, Content-Length, validators; a body longer or shorter than
+ * the range fails the read (the longer one is cut off, never copied past it).  Retries, with backoff from 100 ms doubling to
  * 2 s, are for refused or reset connections, timeouts and 5xx only; a wrong
  * answer fails at once.  A failed read completes with VDISK_ERR_IO and an
  * errno naming the class of cause (http.h); the sentence naming it is kept as
