@@ -136,6 +136,9 @@ static void expect_fail(const char *mode, int errnum, const char *why)
 		fail_msg("mode %s: got %s (errno %d), last_error '%s'; expected errno %d and '%s'",
 		         mode, tu_st(st), st.errnum, last ? last : "(none)", errnum, why);
 	assert_int_equal(layer_int(d, "failed"), 1);
+	/* only a 5xx or a broken connection is tried again, never a wrong answer */
+	bool transport = errnum == ECONNRESET || strstr(why, "HTTP status 5");
+	assert_int_equal(layer_int(d, "retried"), transport ? 1 : 0);
 	free(last);
 	free(buf);
 	vdisk_queue_destroy(q);
