@@ -5,7 +5,8 @@
 #   start_nginx ROOT [EXTRA]   serve ROOT over http://127.0.0.1:$NGINX_PORT/ (and,
 #                              with NGINX_TLS=1, https on $NGINX_TLS_PORT with
 #                              HTTP/2, certificate $TMP/tls/ca.pem); EXTRA is put
-#                              in each server block.  Stopped at exit.
+#                              in each server block, $NGINX_HTTP_EXTRA in the http
+#                              block.  Stopped at exit.
 #   stop_nginx                 stop it (and wait until it is gone)
 
 free_port() {
@@ -56,6 +57,7 @@ start_nginx() {
 				uwsgi_temp_path $dir/tmp/uwsgi;
 				scgi_temp_path $dir/tmp/scgi;
 				default_type application/octet-stream;
+				${NGINX_HTTP_EXTRA:-}
 				server { listen 127.0.0.1:$NGINX_PORT; root $root; $extra }
 				$tls
 			}

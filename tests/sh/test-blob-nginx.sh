@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The blob backend against a real nginx on a free loopback port: the
 # conformance suite's read-only parts over http and https (HTTP/2 with the
-# test's own CA; `insecure`; a certificate not trusted refused), every byte
+# test's own CA; `insecure`; a certificate not trusted refused; a queue's
+# reads multiplexed on one HTTP/2 connection, as nginx logs them), every byte
 # compared with the file served, redirects (5 followed, a 6th refused), the
 # query string never shown, a blob replaced while open failing reads (ETag
 # pinning, seen through `vdisk serve` and qemu-io), and a sqlite-cache over the
@@ -25,7 +26,9 @@ for i in 1 2 3 4 5 6; do
 done
 redirects+="location = /r0 { return 302 /disk.img; } "
 redirects+="location = /to-https { return 302 https://127.0.0.1:\$server_port/disk.img; } "
-NGINX_TLS=1 start_nginx "$ROOT" "$redirects"
+# the TLS server logs each request's protocol and connection
+NGINX_HTTP_EXTRA="log_format conn '\$connection \$server_protocol \$status \$http_range';"
+NGINX_TLS=1 start_nginx "$ROOT" "$redirects access_log $TMP/access.log conn;"
 BASE=http://127.0.0.1:$NGINX_PORT
 SBASE=https://127.0.0.1:$NGINX_TLS_PORT
 spec() { printf '{"type":"blob","url":"%s"%s}' "$1" "${2:-}"; }
@@ -38,6 +41,22 @@ expect_status 0 "$VDISK" compare "$(spec "$BASE/disk.img" ',"split":"256k"')" "$
 "$CONF" "$(spec "$SBASE/disk.img" ",\"ca-file\":\"$TMP/tls/ca.pem\"")" >"$TMP/conf.out" ||
 	fail "conformance over https: $(grep FAIL "$TMP/conf.out")"
 expect_status 0 "$VDISK" compare "$(spec "$SBASE/disk.img" ',"insecure":true')" "$TMP/disk.raw"
+
+# --- HTTP/2: one queue's reads multiplexed on one connection -----------------
+cp "$TMP/access.log" "$TMP/access.log.before"
+expect_status 0 "$VDISK" bench "$(spec "$SBASE/disk.img" ',"insecure":true')" \
+	--rw randread --bs 4k --iodepth 32 --runtime 1
+"$PYTHON" - "$TMP/access.log.before" "$TMP/access.log" <<'PY' || fail "HTTP/2 multiplexing"
+import sys
+old = len(open(sys.argv[1]).read().splitlines())
+lines = [l.split() for l in open(sys.argv[2]).read().splitlines()[old:]]
+gets = [l for l in lines if len(l) == 4 and l[3].startswith("bytes=")]
+assert len(gets) >= 64, f"only {len(gets)} ranged requests"
+assert all(l[1] == "HTTP/2.0" and l[2] == "206" for l in gets), gets[:3]
+conns = {l[0] for l in gets}
+# the open's HEAD has a connection of its own; the bench's queue needs one
+assert len(conns) == 1, f"{len(gets)} ranges over {len(conns)} connections"
+PY
 
 # --- inspect: the URL without its query string, HTTP/2 over TLS -------------
 "$VDISK" info --json "$(spec "$SBASE/disk.img?sv=1&sig=TOPSECRET" ",\"ca-file\":\"$TMP/tls/ca.pem\"")" \

@@ -610,6 +610,11 @@ static struct blob_xfer *xfer_get(struct blob_q *bq)
 	rc |= (int)curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
 	if (b->headers)
 		rc |= (int)curl_easy_setopt(e, CURLOPT_HTTPHEADER, b->headers);
+	/* over TLS, a new transfer waits for the first connection's ALPN answer
+	 * and shares it when the server speaks HTTP/2, rather than open a
+	 * connection of its own */
+	if (strcmp(b->scheme, "https") == 0)
+		rc |= (int)curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
 	if (rc) {
 		curl_easy_cleanup(e);
 		free(x);
