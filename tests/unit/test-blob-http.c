@@ -84,30 +84,30 @@ static void test_range_bad(void **state)
 	                       "Content-Encoding: br\n",
 	                       "compressed"),
 	                 EPROTO);
-	assert_int_equal(range("HTTP/1.1 206 P\nContent-Type: multipart/byteranges; b=1\n",
-	                       "multipart"),
-	                 EPROTO);
+	assert_int_equal(
+	    range("HTTP/1.1 206 P\nContent-Type: multipart/byteranges; b=1\n", "multipart"),
+	    EPROTO);
 	assert_int_equal(range("HTTP/1.1 206 P\nContent-Range: bytes 4096-8191/1048576\n"
 	                       "ETag: \"v2\"\n",
 	                       "ETag \"v2\", \"v1\" at open"),
 	                 ESTALE);
 	/* malformed headers */
 	assert_int_equal(range("HTTP/1.1 206 P\nContent-Length: -1\n", "not a number"), EPROTO);
-	assert_int_equal(range("HTTP/1.1 206 P\nContent-Length: 18446744073709551616\n",
-	                       "not a number"),
-	                 EPROTO);
+	assert_int_equal(
+	    range("HTTP/1.1 206 P\nContent-Length: 18446744073709551616\n", "not a number"),
+	    EPROTO);
 	assert_int_equal(range("HTTP/1.1 206 P\nContent-Length: 1\nContent-Length: 2\n",
 	                       "two different Content-Length"),
 	                 EPROTO);
-	assert_int_equal(range("HTTP/1.1 206 P\nContent-Range: bytes 9-8/100\n",
-	                       "malformed Content-Range"),
-	                 EPROTO);
-	assert_int_equal(range("HTTP/1.1 206 P\nContent-Range: bytes 0-100/100\n",
-	                       "malformed Content-Range"),
-	                 EPROTO);
-	assert_int_equal(range("HTTP/1.1 206 P\nContent-Range: items 0-1/100\n",
-	                       "malformed Content-Range"),
-	                 EPROTO);
+	assert_int_equal(
+	    range("HTTP/1.1 206 P\nContent-Range: bytes 9-8/100\n", "malformed Content-Range"),
+	    EPROTO);
+	assert_int_equal(
+	    range("HTTP/1.1 206 P\nContent-Range: bytes 0-100/100\n", "malformed Content-Range"),
+	    EPROTO);
+	assert_int_equal(
+	    range("HTTP/1.1 206 P\nContent-Range: items 0-1/100\n", "malformed Content-Range"),
+	    EPROTO);
 	assert_int_equal(range("HTTP/1.1 2O6 P\n", "malformed status line"), EPROTO);
 	assert_int_equal(range("Content-Length: 1\n", "before the status line"), EPROTO);
 	assert_int_equal(range("HTTP/1.1 206 P\nno colon here\n", "without a colon"), EPROTO);

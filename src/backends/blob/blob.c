@@ -91,12 +91,12 @@ struct blob_xfer {
 	CURL *easy;
 	struct blob_q *bq;
 	struct vdisk_req *r;
-	uint64_t off;  /* blob byte offset */
-	size_t len;    /* bytes asked */
-	size_t roff;   /* offset in r's buffers */
-	size_t got;    /* body bytes taken */
+	uint64_t off; /* blob byte offset */
+	size_t len;   /* bytes asked */
+	size_t roff;  /* offset in r's buffers */
+	size_t got;   /* body bytes taken */
 	unsigned attempt;
-	int err;       /* a wrong answer found by a callback: errno, why in resp */
+	int err; /* a wrong answer found by a callback: errno, why in resp */
 	bool retry_5xx;
 	struct http_resp resp;
 	struct vdisk_timer retry_timer;
@@ -218,8 +218,7 @@ static int setup_common(struct blob *b, CURL *e, char *errbuf)
 	rc |= (int)curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	rc |= (int)curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, b->scheme);
 	rc |= (int)curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(b->timeout_ns / 1000000));
-	rc |= (int)curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-	                            (long)(b->timeout_ns / 1000000));
+	rc |= (int)curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(b->timeout_ns / 1000000));
 	rc |= (int)curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
 	rc |= (int)curl_easy_setopt(e, CURLOPT_USERAGENT, "vdisk-blob/" VDISK_VERSION_STRING);
 	if (b->ca_file)
@@ -235,8 +234,8 @@ static int setup_common(struct blob *b, CURL *e, char *errbuf)
 
 /* One open-time request.  Returns 0 (with *size), or an errno with the cause in
  * why; *retry says whether trying again may help. */
-static int open_attempt(struct blob *b, const char *url, bool probe, uint64_t *size,
-                        char **final, char *why, size_t whylen, bool *retry, int *status)
+static int open_attempt(struct blob *b, const char *url, bool probe, uint64_t *size, char **final,
+                        char *why, size_t whylen, bool *retry, int *status)
 {
 	char errbuf[CURL_ERROR_SIZE] = "";
 	struct open_resp o = {0};
@@ -284,8 +283,9 @@ static int open_attempt(struct blob *b, const char *url, bool probe, uint64_t *s
 		goto out;
 	}
 	if (c == CURLE_WRITE_ERROR && probe && got > 1) {
-		snprintf(why, whylen, "the server sent more than the one byte asked "
-		                      "(Range not respected)");
+		snprintf(why, whylen,
+		         "the server sent more than the one byte asked "
+		         "(Range not respected)");
 		err = EPROTO;
 		goto out;
 	}
@@ -345,9 +345,8 @@ static int blob_discover(struct blob *b, const char *url)
 			if (err == ENOTSUP && !probe)
 				break; /* ask GET bytes=0-0 instead */
 			if (!retry || attempt >= b->retries)
-				return vdisk_set_error_errno(
-				    err, "url %s: %s%s", b->shown, why,
-				    attempt ? " (after retries)" : "");
+				return vdisk_set_error_errno(err, "url %s: %s%s", b->shown, why,
+				                             attempt ? " (after retries)" : "");
 			uint64_t ns = BLOB_BACKOFF_FIRST_NS << (attempt < 5 ? attempt : 5);
 			if (ns > BLOB_BACKOFF_MAX_NS)
 				ns = BLOB_BACKOFF_MAX_NS;
@@ -355,8 +354,7 @@ static int blob_discover(struct blob *b, const char *url)
 			nanosleep(&ts, NULL);
 		}
 	}
-	return vdisk_set_error_errno(EPROTO, "url %s: no length (HEAD gave none)",
-	                             b->shown);
+	return vdisk_set_error_errno(EPROTO, "url %s: no length (HEAD gave none)", b->shown);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -376,8 +374,8 @@ static void blob_free(struct blob *b)
 
 static int blob_open(struct vdisk *d, json_t *cfg)
 {
-	static const char *const keys[] = {"url",   "ca-file",     "insecure", "retries",
-	                                   "timeout", "connections", "split",    "size",
+	static const char *const keys[] = {"url",     "ca-file",       "insecure", "retries",
+	                                   "timeout", "connections",   "split",    "size",
 	                                   "etag",    "last-modified", NULL};
 	const char *url = NULL, *ca = NULL, *etag = NULL, *lm = NULL;
 	uint64_t retries = 3, conns = 16, split = 1u << 20, timeout_ns = 30000000000ull;
@@ -411,9 +409,8 @@ static int blob_open(struct vdisk *d, json_t *cfg)
 	if (conns < 1 || conns > 256)
 		return vdisk_set_error("connections: %" PRIu64 " is not 1..256", conns);
 	if (split < BLOB_SECTOR || split % BLOB_SECTOR || split > (1u << 30))
-		return vdisk_set_error("split: %" PRIu64
-		                       " is not a multiple of 512 between 512 and 1G",
-		                       split);
+		return vdisk_set_error(
+		    "split: %" PRIu64 " is not a multiple of 512 between 512 and 1G", split);
 	if (timeout_ns < 1000000 || timeout_ns > 3600000000000ull)
 		return vdisk_set_error("timeout: not between 1ms and 1h");
 	pthread_once(&curl_once, blob_curl_init);
@@ -470,8 +467,7 @@ static int blob_open(struct vdisk *d, json_t *cfg)
 		snprintf(hdr, sizeof hdr, "If-Unmodified-Since: %s", b->last_modified);
 		b->pinned_by = "last-modified";
 	}
-	if (strcmp(b->pinned_by, "none") != 0 &&
-	    !(b->headers = curl_slist_append(NULL, hdr))) {
+	if (strcmp(b->pinned_by, "none") != 0 && !(b->headers = curl_slist_append(NULL, hdr))) {
 		vdisk_set_error_errno(ENOMEM, "open");
 		goto fail;
 	}
@@ -1026,8 +1022,8 @@ static int blob_inspect(struct vdisk *d, json_t *obj)
 	json_object_set_new(obj, "retried", json_integer((json_int_t)atomic_load(&b->n_retries)));
 	json_object_set_new(obj, "failed", json_integer((json_int_t)atomic_load(&b->n_failed)));
 	pthread_mutex_lock(&b->lock);
-	json_object_set_new(obj, "last_error", *b->last_error ? json_string(b->last_error)
-	                                                      : json_null());
+	json_object_set_new(obj, "last_error",
+	                    *b->last_error ? json_string(b->last_error) : json_null());
 	pthread_mutex_unlock(&b->lock);
 	return 0;
 }

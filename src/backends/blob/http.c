@@ -138,8 +138,7 @@ static int parse_content_range(struct http_resp *h, const char *v, size_t n)
 	return 0;
 }
 
-static int keep_validator(struct http_resp *h, char *dst, const char *name, const char *v,
-                          size_t n)
+static int keep_validator(struct http_resp *h, char *dst, const char *name, const char *v, size_t n)
 {
 	char q[64];
 	if (n >= HTTP_VALIDATOR_MAX) {
@@ -205,10 +204,9 @@ int http_resp_header(struct http_resp *h, const char *line, size_t len)
 			return h->error;
 		}
 		if (h->have_cl && h->content_length != cl) {
-			h->error = resp_fail(h, EPROTO,
-			                     "two different Content-Length headers (%llu and %llu)",
-			                     (unsigned long long)h->content_length,
-			                     (unsigned long long)cl);
+			h->error = resp_fail(
+			    h, EPROTO, "two different Content-Length headers (%llu and %llu)",
+			    (unsigned long long)h->content_length, (unsigned long long)cl);
 			return h->error;
 		}
 		h->have_cl = true;
@@ -266,7 +264,8 @@ static int check_status(struct http_resp *h)
 		return resp_fail(h, ERANGE,
 		                 "416 Range Not Satisfiable: the blob is shorter than at open");
 	if (h->status >= 300 && h->status < 400)
-		return resp_fail(h, EPROTO, "unexpected redirect (status %d) for a range", h->status);
+		return resp_fail(h, EPROTO, "unexpected redirect (status %d) for a range",
+		                 h->status);
 	if (h->status == 0)
 		return resp_fail(h, EPROTO, "no status line");
 	return resp_fail(h, EIO, "HTTP status %d", h->status);
@@ -282,8 +281,8 @@ int http_resp_check_range(struct http_resp *h, const struct http_expect *e)
 			return resp_fail(h, ESTALE,
 			                 "the blob changed since it was opened (200 with the whole "
 			                 "blob answered to If-Range)");
-		return resp_fail(h, EPROTO,
-		                 "the server ignored the Range (200 instead of 206 Partial Content)");
+		return resp_fail(
+		    h, EPROTO, "the server ignored the Range (200 instead of 206 Partial Content)");
 	}
 	if (h->status != 206)
 		return check_status(h);
@@ -309,9 +308,9 @@ int http_resp_check_range(struct http_resp *h, const struct http_expect *e)
 		                 (unsigned long long)h->content_length, (unsigned long long)want);
 	if (e->etag && *e->etag) {
 		if (*h->etag && strcmp(h->etag, e->etag) != 0)
-			return resp_fail(h, ESTALE,
-			                 "the blob changed since it was opened (ETag %s, %s at open)",
-			                 h->etag, e->etag);
+			return resp_fail(
+			    h, ESTALE, "the blob changed since it was opened (ETag %s, %s at open)",
+			    h->etag, e->etag);
 	} else if (e->last_modified && *e->last_modified && *h->last_modified &&
 	           strcmp(h->last_modified, e->last_modified) != 0) {
 		return resp_fail(h, ESTALE,
@@ -353,8 +352,9 @@ int http_resp_check_open(struct http_resp *h, bool probe, uint64_t *size)
 	if (h->status != 200)
 		return check_status(h);
 	if (h->ranges_none)
-		return resp_fail(h, EPROTO, "the server does not answer byte ranges "
-		                            "(Accept-Ranges: none)");
+		return resp_fail(h, EPROTO,
+		                 "the server does not answer byte ranges "
+		                 "(Accept-Ranges: none)");
 	if (h->encoded)
 		return resp_fail(h, EPROTO, "compressed blob (Content-Encoding) was not asked for");
 	if (!h->have_cl)
@@ -385,13 +385,13 @@ void http_url_redact(const char *url, char *out, size_t outlen)
 		if (host[i] == '@')
 			at = host + i;
 	size_t j = 0;
-#define PUT(p, n)                                            \
-	do {                                                 \
-		size_t n_ = (n);                             \
-		if (n_ > outlen - 1 - j)                     \
-			n_ = outlen - 1 - j;                 \
-		memcpy(out + j, (p), n_);                    \
-		j += n_;                                     \
+#define PUT(p, n)                            \
+	do {                                 \
+		size_t n_ = (n);             \
+		if (n_ > outlen - 1 - j)     \
+			n_ = outlen - 1 - j; \
+		memcpy(out + j, (p), n_);    \
+		j += n_;                     \
 	} while (0)
 	PUT(url, (size_t)(host - url));
 	if (at) {

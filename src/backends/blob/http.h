@@ -32,13 +32,13 @@ struct http_resp {
 	uint64_t cr_first, cr_last, cr_total;
 	bool cr_total_known;
 	bool cr_unsatisfied; /* the unsatisfied form of a 416: no bytes */
-	bool chunked;      /* a Transfer-Encoding other than identity */
-	bool encoded;      /* a Content-Encoding other than identity */
-	bool multipart;    /* Content-Type multipart/... */
-	bool ranges_none;  /* Accept-Ranges: none */
+	bool chunked;        /* a Transfer-Encoding other than identity */
+	bool encoded;        /* a Content-Encoding other than identity */
+	bool multipart;      /* Content-Type multipart/... */
+	bool ranges_none;    /* Accept-Ranges: none */
 	char etag[HTTP_VALIDATOR_MAX];
 	char last_modified[HTTP_VALIDATOR_MAX];
-	int error;         /* first malformed header: its errno (EPROTO), else 0 */
+	int error; /* first malformed header: its errno (EPROTO), else 0 */
 	char why[HTTP_WHY_MAX];
 };
 
