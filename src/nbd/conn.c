@@ -231,7 +231,11 @@ bool nbd_conn_reap(struct nbd_conn *c)
 	free(c->in);
 	free(c);
 	atomic_fetch_sub(&w->load, 1);
-	atomic_fetch_sub(&w->srv->nconns, 1);
+	struct nbd_server *s = w->srv;
+	if (atomic_fetch_sub(&s->nconns, 1) == 1 && s->once) {
+		nbd_log(s, VDISK_NBD_LOG_DEBUG, "the last client is gone: stopping (--once)");
+		vdisk_nbd_server_stop((struct vdisk_nbd_server *)s);
+	}
 	return true;
 }
 

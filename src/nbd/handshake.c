@@ -299,10 +299,14 @@ static bool handle_option(struct nbd_conn *c, uint32_t opt, const unsigned char 
 	case NBD_OPT_LIST: {
 		if (len)
 			return reply_err(c, opt, NBD_REP_ERR_INVALID, "NBD_OPT_LIST takes no data");
-		unsigned char n[4];
+		/* the name's length, the name, then (the rest of the reply) the
+		 * description, as qemu-nbd sends it and libnbd reads it */
+		unsigned char n[4 + NBD_MAX_STRING];
 		size_t nl = strlen(s->export_name);
 		nbd_put32(n, (uint32_t)nl);
-		return reply2(c, opt, NBD_REP_SERVER, n, 4, s->export_name, nl) &&
+		memcpy(n + 4, s->export_name, nl);
+		const char *d = s->description ? s->description : "";
+		return reply2(c, opt, NBD_REP_SERVER, n, 4 + nl, d, strlen(d)) &&
 		       reply(c, opt, NBD_REP_ACK, NULL, 0);
 	}
 	case NBD_OPT_STARTTLS:

@@ -112,12 +112,21 @@ NBD_EXPORT struct vdisk_nbd_server *vdisk_nbd_server_new(struct vdisk *d,
 	s->shift = (unsigned)__builtin_ctz(ss);
 	s->min_block = ss;
 	s->pref_block = vdisk_physical_sector_size(d);
-	s->max_payload = NBD_MAX_PAYLOAD;
 	if (ss > 65536) {
 		vdisk_set_error(
 		    "vdisk_nbd_server_new: NBD cannot export %u-byte sectors (at most 64 KiB)", ss);
 		goto fail;
 	}
+	size_t mp = cfg.max_payload ? cfg.max_payload : NBD_DEFAULT_PAYLOAD;
+	if (mp > NBD_PAYLOAD_LIMIT || mp < s->pref_block || mp % ss) {
+		vdisk_set_error("vdisk_nbd_server_new: max_payload %zu is not a multiple of the "
+		                "%u-byte sector from %u bytes to %u MiB",
+		                mp, ss, s->pref_block, NBD_PAYLOAD_LIMIT >> 20);
+		goto fail;
+	}
+	s->max_payload = (uint32_t)mp;
+	s->max_inflight_bytes = mp > NBD_MAX_INFLIGHT_BYTES ? mp : NBD_MAX_INFLIGHT_BYTES;
+	s->once = cfg.once;
 	unsigned caps = vdisk_caps(d);
 	uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_CACHE;
 	if (s->read_only) {

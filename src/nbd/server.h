@@ -14,8 +14,8 @@
  * Memory per connection is bounded: the input buffer is fixed, an option is
  * buffered only up to NBD_MAX_OPTION (longer ones are skipped and refused), and
  * requests stop being read while more than NBD_MAX_INFLIGHT requests or
- * NBD_MAX_INFLIGHT_BYTES of payload are in flight (which includes replies the
- * client has not read yet). */
+ * NBD_MAX_INFLIGHT_BYTES (or one maximum payload, if larger) of buffers are
+ * in flight (which includes replies the client has not read yet). */
 #ifndef VDISK_NBD_SERVER_H
 #define VDISK_NBD_SERVER_H
 
@@ -35,11 +35,12 @@
 #define NBD_LIKELY(x) __builtin_expect(!!(x), 1)
 #define NBD_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
-#define NBD_MAX_PAYLOAD (32u << 20) /* advertised maximum; reads and writes */
+#define NBD_DEFAULT_PAYLOAD (64u << 20) /* advertised maximum; reads and writes */
+#define NBD_PAYLOAD_LIMIT (256u << 20)  /* the most --max-payload may ask for */
 #define NBD_MAX_OPTION (64u << 10)  /* longest option kept in memory */
 #define NBD_IN_SIZE (NBD_MAX_OPTION + (64u << 10))
 #define NBD_MAX_INFLIGHT 256
-#define NBD_MAX_INFLIGHT_BYTES (64u << 20)
+#define NBD_MAX_INFLIGHT_BYTES (64u << 20) /* or the maximum payload, if larger */
 #define NBD_MAX_EXTENTS 1024       /* descriptors in one block-status reply */
 #define NBD_CACHE_CHUNK (1u << 20) /* NBD_CMD_CACHE reads this much at a time */
 #define NBD_TLS_BUF (64u << 10)
@@ -55,7 +56,7 @@ struct nbd_conn;
 /* ------------------------------------------------------------------------- */
 
 #define NBD_BUF_MIN_SHIFT 12
-#define NBD_BUF_CLASSES 14 /* 4 KiB .. 32 MiB */
+#define NBD_BUF_CLASSES 18 /* 4 KiB .. 512 MiB: a maximum payload and its partial sectors */
 #define NBD_BUF_CACHE_MAX (64u << 20)
 
 struct nbd_bufpool {
@@ -216,7 +217,9 @@ struct nbd_server {
 
 	/* fixed facts of the export */
 	uint32_t min_block, pref_block, max_payload;
+	size_t max_inflight_bytes; /* per connection, before its input stops */
 	unsigned shift;
+	bool once; /* stop when nconns falls to 0 */
 	uint16_t eflags; /* without NBD_FLAG_SEND_DF, which depends on the client */
 	bool emulate_fua;
 
@@ -260,7 +263,7 @@ bool nbd_hs_parse(struct nbd_conn *c);
 /* May another request be read?  (The in-flight bound on a connection.) */
 static inline bool nbd_tx_room(const struct nbd_conn *c)
 {
-	return c->inflight < NBD_MAX_INFLIGHT && c->inflight_bytes < NBD_MAX_INFLIGHT_BYTES;
+	return c->inflight < NBD_MAX_INFLIGHT && c->inflight_bytes < c->srv->max_inflight_bytes;
 }
 bool nbd_tx_parse(struct nbd_conn *c);
 void nbd_tx_payload_done(struct nbd_conn *c);

@@ -16,6 +16,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "nbd/server.h"
 #include "nbd/tls.h"
@@ -125,18 +126,56 @@ static unsigned psk_cb(SSL *ssl, const char *identity, unsigned char *psk, unsig
 	return 0;
 }
 
+/* Client certificates: the CA list that signs them, sent to clients in the
+ * CertificateRequest, and a handshake that fails without one. */
+static int want_client_certs(SSL_CTX *ctx, const char *ca)
+{
+	if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1)
+		return vdisk_set_error("tls-ca '%s': %s", ca, ssl_err());
+	STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca);
+	if (!names)
+		return vdisk_set_error("tls-ca '%s': no CA certificate in it", ca);
+	SSL_CTX_set_client_CA_list(ctx, names);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	return 0;
+}
+
 int nbd_tls_init(struct nbd_server *s, const struct vdisk_nbd_config *cfg)
 {
 	if (cfg->tls == VDISK_NBD_TLS_OFF)
 		return 0;
-	bool certs = cfg->tls_cert || cfg->tls_key;
+	const char *cert = cfg->tls_cert, *key = cfg->tls_key, *ca = cfg->tls_ca;
+	char dcert[PATH_MAX], dkey[PATH_MAX], dca[PATH_MAX];
+	if (cfg->tls_cert_dir) {
+		if (cert || key)
+			return vdisk_set_error(
+			    "tls: give a certificate directory, or a certificate and key, not both");
+		const char *d = cfg->tls_cert_dir;
+		if (snprintf(dcert, sizeof dcert, "%s/server-cert.pem", d) >= (int)sizeof dcert ||
+		    snprintf(dkey, sizeof dkey, "%s/server-key.pem", d) >= (int)sizeof dkey ||
+		    snprintf(dca, sizeof dca, "%s/ca-cert.pem", d) >= (int)sizeof dca)
+			return vdisk_set_error("tls-certificates '%s': path too long", d);
+		cert = dcert;
+		key = dkey;
+		if (!ca && cfg->tls_verify_peer)
+			ca = dca;
+	}
+	bool certs = cert || key;
 	if (certs && cfg->tls_psk_file)
 		return vdisk_set_error("tls: give a certificate and key, or a PSK file, not both");
-	if (certs && (!cfg->tls_cert || !cfg->tls_key))
+	if (certs && (!cert || !key))
 		return vdisk_set_error(
 		    "tls: a certificate needs its key and the key its certificate");
 	if (!certs && !cfg->tls_psk_file)
 		return vdisk_set_error("tls: needs a certificate and key, or a PSK file");
+	if (cfg->tls_verify_peer && !certs)
+		return vdisk_set_error("tls-verify-peer: needs X.509 certificates, not PSK "
+		                       "(a PSK identity is its own proof)");
+	if (cfg->tls_verify_peer && !ca)
+		return vdisk_set_error("tls-verify-peer: needs a CA (tls-ca, or ca-cert.pem in "
+		                       "a certificate directory)");
+	if (ca && !cfg->tls_verify_peer)
+		return vdisk_set_error("tls-ca '%s': only used with tls-verify-peer", ca);
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	if (!ctx)
 		return vdisk_set_error("tls: %s", ssl_err());
@@ -148,13 +187,15 @@ int nbd_tls_init(struct nbd_server *s, const struct vdisk_nbd_config *cfg)
 	SSL_CTX_set_num_tickets(ctx, 0);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	if (certs) {
-		if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1)
-			return vdisk_set_error("tls-cert '%s': %s", cfg->tls_cert, ssl_err());
-		if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1)
-			return vdisk_set_error("tls-key '%s': %s", cfg->tls_key, ssl_err());
+		if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
+			return vdisk_set_error("tls-cert '%s': %s", cert, ssl_err());
+		if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+			return vdisk_set_error("tls-key '%s': %s", key, ssl_err());
 		if (SSL_CTX_check_private_key(ctx) != 1)
 			return vdisk_set_error("tls-key '%s': does not match the certificate '%s'",
-			                       cfg->tls_key, cfg->tls_cert);
+			                       key, cert);
+		if (cfg->tls_verify_peer && want_client_certs(ctx, ca) < 0)
+			return -1;
 		return 0;
 	}
 	if (load_psk(s, cfg->tls_psk_file) < 0)
@@ -264,8 +305,16 @@ int nbd_tls_handshake(struct nbd_conn *c)
 		if (d < 0 && d != -EAGAIN)
 			return -1;
 		if (r == 1) {
-			nbd_log(c->srv, VDISK_NBD_LOG_DEBUG, "%s: TLS %s, %s", c->peer,
-			        SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl));
+			char subject[256] = "";
+			X509 *peer = SSL_get1_peer_certificate(c->ssl);
+			if (peer) {
+				X509_NAME_oneline(X509_get_subject_name(peer), subject,
+				                  sizeof subject);
+				X509_free(peer);
+			}
+			nbd_log(c->srv, VDISK_NBD_LOG_DEBUG, "%s: TLS %s, %s%s%s", c->peer,
+			        SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl),
+			        peer ? ", client certificate " : "", subject);
 			return 1;
 		}
 		if (e == SSL_ERROR_WANT_READ) {

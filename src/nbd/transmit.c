@@ -371,7 +371,7 @@ static uint32_t validate(const struct nbd_conn *c, const struct nbd_req *r, cons
 		return NBD_EPERM;
 	}
 	if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) && r->len > s->max_payload) {
-		*msg = "payload larger than the 32 MiB maximum";
+		*msg = "payload larger than the maximum block size the server advertised";
 		return r->type == NBD_CMD_READ && c->structured ? NBD_EOVERFLOW : NBD_EINVAL;
 	}
 	if ((r->offset | r->len) & (s->min_block - 1)) {
