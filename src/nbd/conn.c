@@ -444,7 +444,7 @@ static ssize_t plain_read(struct nbd_conn *c, size_t *asked)
 	int n = 0;
 	if (c->rx) {
 		/* the parser copied all it had into the payload: the buffer is empty */
-		iov[n].iov_base = c->rx->data + c->rx_have;
+		iov[n].iov_base = c->rx->payload + c->rx_have;
 		iov[n++].iov_len = c->rx->len - c->rx_have;
 	}
 	iov[n].iov_base = c->in + c->in_end;

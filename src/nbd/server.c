@@ -86,6 +86,7 @@ NBD_EXPORT struct vdisk_nbd_server *vdisk_nbd_server_new(struct vdisk *d,
 		return NULL;
 	}
 	s->stop_fd = -1;
+	pthread_mutex_init(&s->rl_lock, NULL);
 	s->disk = vdisk_ref(d);
 	s->export_name = strdup(name);
 	s->description = cfg.description ? strdup(cfg.description) : NULL;
@@ -177,6 +178,7 @@ NBD_EXPORT void vdisk_nbd_server_free(struct vdisk_nbd_server *srv)
 		close(s->stop_fd);
 	free(s->export_name);
 	free(s->description);
+	pthread_mutex_destroy(&s->rl_lock);
 	vdisk_unref(s->disk);
 	free(s);
 }
@@ -413,6 +415,7 @@ static int worker_init(struct nbd_server *s, struct nbd_worker *w, unsigned inde
 	w->index = index;
 	w->epfd = w->wake_fd = -1;
 	pthread_mutex_init(&w->lock, NULL);
+	pthread_mutex_init(&w->rl_lock, NULL);
 	w->next_check = UINT64_MAX;
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
 	w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -451,6 +454,7 @@ static void worker_fini(struct nbd_worker *w)
 	if (w->wake_fd >= 0)
 		close(w->wake_fd);
 	pthread_mutex_destroy(&w->lock);
+	pthread_mutex_destroy(&w->rl_lock);
 }
 
 static void worker_wake(struct nbd_worker *w)
@@ -490,6 +494,7 @@ static void worker_take_incoming(struct nbd_worker *w)
 		if (w->draining)
 			nbd_conn_begin_drain(c);
 	}
+	nbd_rlock_run_ready(w);
 }
 
 /* Deadlines (handshake, shutdown grace) and freeing finished connections. */

@@ -69,6 +69,29 @@ void nbd_buf_put(struct nbd_bufpool *p, void *buf, uint8_t cls);
 void nbd_bufpool_fini(struct nbd_bufpool *p);
 
 /* ------------------------------------------------------------------------- */
+/* Range locks between requests that change the disk (rlock.c)                 */
+/* ------------------------------------------------------------------------- */
+
+struct nbd_rlock {
+	struct nbd_rlock *prev, *next; /* the worker's or the server's list */
+	struct nbd_rlock *ready_next;  /* on the owner's ready list */
+	uint64_t start, end;           /* sectors [start, end) */
+	struct nbd_worker *w;          /* the owner: go() runs on its thread */
+	void (*go)(struct nbd_rlock *l);
+	bool rmw;       /* a read-modify-write: exclusive */
+	bool global;    /* on the server's list */
+	bool waiting;   /* blocked; go() will be called */
+	bool waited_on; /* a waiter saw it: its release wakes the waiters */
+};
+
+/* Take l (start, end, rmw and go set) for a request of worker w: true if it
+ * is held now, false if l->go(l) will run on w's thread once it is. */
+bool nbd_rlock_acquire(struct nbd_worker *w, struct nbd_rlock *l);
+void nbd_rlock_release(struct nbd_worker *w, struct nbd_rlock *l);
+/* Resume the requests of w whose locks were granted by other releases. */
+void nbd_rlock_run_ready(struct nbd_worker *w);
+
+/* ------------------------------------------------------------------------- */
 /* Requests of the transmission phase                                          */
 /* ------------------------------------------------------------------------- */
 
@@ -83,6 +106,15 @@ struct nbd_req {
 	uint8_t buf_cls;
 	bool flush_after;    /* FUA the disk does not honour: flush, then reply */
 	unsigned char *data; /* payload buffer (read data, write data, extents) */
+	unsigned char *payload; /* where a write's payload is received: data + head */
+	uint32_t head;          /* offset's distance from its sector's start */
+	bool locked;            /* holds lk */
+	uint8_t rmw_step;       /* read-modify-write: 0 none, else the step under way */
+	uint8_t scratch_cls;
+	unsigned pending;       /* disk requests of this step still out */
+	vdisk_status rmw_st;    /* the first failure of the step */
+	unsigned char *scratch; /* read-modify-write: the partial sectors */
+	struct nbd_rlock lk;
 	uint64_t done;       /* CACHE: bytes read so far */
 	unsigned next_ext;   /* extents returned */
 	/* the reply: hdr (and payload) as iovecs */
@@ -147,6 +179,7 @@ struct nbd_conn {
 
 	/* negotiation state */
 	bool fixed, no_zeroes, structured, meta_alloc, tls_active;
+	bool strict; /* asked for the block sizes: requests must be aligned to them */
 	bool abort_after_flush; /* NBD_OPT_ABORT, EXPORT_NAME refusal, DISC */
 	bool starttls_pending;  /* begin TLS once the ACK is out */
 
@@ -190,6 +223,9 @@ struct nbd_worker {
 	bool exit_when_idle; /* serve_fds: return when the last connection goes */
 	bool reap_pending;   /* a connection may have finished */
 	uint64_t next_check; /* when to look at deadlines next */
+	pthread_mutex_t rl_lock;      /* protects rl_list */
+	struct nbd_rlock *rl_list;    /* aligned writes in flight (rlock.c) */
+	struct nbd_rlock *rl_ready;   /* granted locks to resume; under lock */
 };
 
 struct nbd_listener {
@@ -231,6 +267,11 @@ struct nbd_server {
 	atomic_bool stopping;
 	int stop_fd; /* eventfd */
 	bool running;
+
+	/* range locks (rlock.c) */
+	pthread_mutex_t rl_lock;
+	struct nbd_rlock *rl_head, *rl_tail; /* oldest first */
+	atomic_uint rl_rmw;                  /* read-modify-writes on that list */
 };
 
 /* server.c */

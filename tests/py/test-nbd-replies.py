@@ -80,9 +80,10 @@ def reply_strict(r, req, structured):
     return err, b"", descs
 
 
-def run(spec, *args, seed=1, n=800):
+def run(spec, *args, seed=1, n=800, faults=False):
     rnd = random.Random(seed)
-    with Server(spec, *args) as srv:
+    srv = Server(spec, *args)
+    try:
         for structured in (False, True):
             r = Raw(srv.sock, timeout=60)
             r.greeting()
@@ -102,6 +103,10 @@ def run(spec, *args, seed=1, n=800):
                 reply_strict(r, (cmd, off, ln, flags, i), structured)
             r.request(CMD_DISC)
             assert r.closed_by_server()
+    except BaseException:
+        srv.__exit__(*sys.exc_info())
+        raise
+    srv.stop(flush_may_fail=faults)
 
 
 def meta_replaced():
@@ -128,7 +133,7 @@ def main():
     for seed, effect in ((4, {"error": "io", "errno": "EIO"}), (5, {"effect": "short"})):
         rules = [dict({"op": "any", "probability": 0.3, "seed": seed}, **effect)]
         run(json.dumps({"type": "fault", "inner": {"type": "ram", "size": "1M"},
-                        "rules": rules}), seed=seed)
+                        "rules": rules}), seed=seed, faults=True)
     meta_replaced()
     print("ok")
 
