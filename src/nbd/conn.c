@@ -364,7 +364,7 @@ static int plain_flush(struct nbd_conn *c)
 			total += iov[n++].iov_len;
 		}
 		size_t skip = c->out_off;
-		for (struct nbd_req *r = c->out_head; r && n + 2 <= SEND_IOV; r = r->next) {
+		for (struct nbd_req *r = c->out_head; r && n + r->iovcnt <= SEND_IOV; r = r->next) {
 			for (int i = 0; i < r->iovcnt; i++) {
 				size_t len = r->iov[i].iov_len;
 				if (skip >= len) {

@@ -144,6 +144,7 @@ NBD_EXPORT struct vdisk_nbd_server *vdisk_nbd_server_new(struct vdisk *d,
 		f |= NBD_FLAG_CAN_MULTI_CONN;
 	s->eflags = f;
 	s->emulate_fua = !vdisk_fua_respected(d);
+	s->sparse_reads = caps & VDISK_CAP_EXTENTS;
 
 	s->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (s->stop_fd < 0) {

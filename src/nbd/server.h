@@ -43,6 +43,8 @@
 #define NBD_MAX_INFLIGHT_BYTES (64u << 20) /* or the maximum payload, if larger */
 #define NBD_MAX_EXTENTS 1024       /* descriptors in one block-status reply */
 #define NBD_CACHE_CHUNK (1u << 20) /* NBD_CMD_CACHE reads this much at a time */
+#define NBD_SPARSE_READ_MIN (64u << 10) /* smaller reads send their zeros */
+#define NBD_READ_RUNS 8                 /* extents a sparse read looks at */
 #define NBD_TLS_BUF (64u << 10)
 #define NBD_META_ALLOC_ID 1                        /* our id for base:allocation */
 #define NBD_SHUTDOWN_GRACE_NS (10ull * 1000000000) /* for clients that stop reading */
@@ -109,7 +111,7 @@ struct nbd_req {
 	unsigned char *payload; /* where a write's payload is received: data + head */
 	uint32_t head;          /* offset's distance from its sector's start */
 	bool locked;            /* holds lk */
-	uint8_t rmw_step;       /* read-modify-write: 0 none, else the step under way */
+	uint8_t step;           /* read-modify-write, sparse read: the step under way */
 	uint8_t scratch_cls;
 	unsigned pending;       /* disk requests of this step still out */
 	vdisk_status rmw_st;    /* the first failure of the step */
@@ -117,11 +119,14 @@ struct nbd_req {
 	struct nbd_rlock lk;
 	uint64_t done;       /* CACHE: bytes read so far */
 	unsigned next_ext;   /* extents returned */
-	/* the reply: hdr (and payload) as iovecs */
-	struct iovec iov[2];
+	/* the reply: hdr (and payload) as iovecs; a sparse read's chunks */
+	struct iovec iov[2 * NBD_READ_RUNS + 2];
 	int iovcnt;
 	size_t charged; /* bytes counted in conn->inflight_bytes */
 	unsigned char hdr[96];
+	/* a sparse read: its extents, then its runs of data and holes (bytes) */
+	struct vdisk_extent ext[NBD_READ_RUNS + 1];
+	unsigned char chdr[NBD_READ_RUNS + 1][NBD_CHUNK_SIZE + 12];
 };
 
 /* ------------------------------------------------------------------------- */
@@ -258,6 +263,7 @@ struct nbd_server {
 	bool once; /* stop when nconns falls to 0 */
 	uint16_t eflags; /* without NBD_FLAG_SEND_DF, which depends on the client */
 	bool emulate_fua;
+	bool sparse_reads; /* the disk knows its extents: reads may send holes */
 
 	struct nbd_listener *listeners;
 	unsigned nlisteners;

@@ -36,7 +36,7 @@ static struct nbd_req *req_get(struct nbd_conn *c)
 	r->scratch = NULL;
 	r->head = 0;
 	r->locked = false;
-	r->rmw_step = 0;
+	r->step = 0;
 	r->flush_after = false;
 	r->charged = 0;
 	r->done = 0;
@@ -455,7 +455,7 @@ static uint32_t validate(const struct nbd_conn *c, const struct nbd_req *r, cons
 /* Read-modify-write of partial sectors (unaligned writes and write-zeroes)    */
 /* ------------------------------------------------------------------------- */
 
-enum { RMW_READ = 1, RMW_WRITE };
+enum { RMW_READ = 1, RMW_WRITE, SPARSE_EXTENTS, SPARSE_READS };
 
 static void rmw_done(void *opaque, vdisk_status st);
 
@@ -498,7 +498,7 @@ static void rmw_write(struct nbd_req *r)
 	struct rmw_shape sh = rmw_shape(c, r);
 	bool fua = (r->flags & NBD_CMD_FLAG_FUA) && !s->emulate_fua;
 	unsigned char *last_old = r->scratch + sh.ss;
-	r->rmw_step = RMW_WRITE;
+	r->step = RMW_WRITE;
 	r->pending = 1; /* dropped below, once everything is issued */
 	if (r->type == NBD_CMD_WRITE) {
 		/* the old bytes around the payload, then the covering sectors at once */
@@ -555,11 +555,11 @@ static void rmw_done(void *opaque, vdisk_status st)
 		nbd_req_free(c, r);
 		return;
 	}
-	if (r->rmw_step == RMW_READ && vdisk_ok(r->rmw_st)) {
+	if (r->step == RMW_READ && vdisk_ok(r->rmw_st)) {
 		rmw_write(r);
 		return;
 	}
-	r->rmw_step = 0;
+	r->step = 0;
 	req_done(r, r->rmw_st); /* releases the lock, flushes for FUA, replies */
 }
 
@@ -576,7 +576,7 @@ static void rmw_start(struct nbd_req *r)
 	r->charged += 2 * (size_t)sh.ss;
 	c->inflight_bytes += 2 * (size_t)sh.ss;
 	r->rmw_st = (vdisk_status){0};
-	r->rmw_step = RMW_READ;
+	r->step = RMW_READ;
 	r->pending = 1;
 	struct vdisk_queue *q = c->w->q;
 	if (sh.first_partial) {
@@ -590,6 +590,149 @@ static void rmw_start(struct nbd_req *r)
 		rmw_issued(r, vdisk_readv(q, sh.end - 1, &r->iov[1], 1, rmw_done, r));
 	}
 	rmw_done(r, (vdisk_status){0});
+}
+
+/* ------------------------------------------------------------------------- */
+/* Sparse reads: ranges the disk reports as reading zeros are sent as          */
+/* NBD_REPLY_TYPE_OFFSET_HOLE, not read and not sent; the data between is read */
+/* into the reply's buffer as a plain read would be.                           */
+/* ------------------------------------------------------------------------- */
+
+static void sparse_done(void *opaque, vdisk_status st);
+
+static void read_whole(struct nbd_req *r)
+{
+	struct nbd_conn *c = r->conn;
+	r->step = 0;
+	r->iov[1].iov_base = r->data;
+	r->iov[1].iov_len = cover_bytes(c, r);
+	int rc = vdisk_readv(c->w->q, cover_first(c, r), &r->iov[1], 1, req_done, r);
+	if (rc < 0)
+		submit_failed(r, rc);
+}
+
+/* The extents, clipped to the request, as runs of data and holes in bytes
+ * (sector: offset, count: length, flags: 1 for a hole), in place. */
+static unsigned sparse_runs(struct nbd_req *r)
+{
+	struct nbd_conn *c = r->conn;
+	unsigned shift = c->srv->shift;
+	uint64_t at = r->offset, end = r->offset + r->len;
+	unsigned n = 0;
+	for (unsigned i = 0; i < r->next_ext && at < end; i++) {
+		uint64_t e_end = (r->ext[i].sector + r->ext[i].count) << shift;
+		uint32_t hole = (r->ext[i].flags & VDISK_EXTENT_ZERO) ? 1 : 0;
+		if (e_end > end)
+			e_end = end;
+		if (e_end <= at)
+			continue;
+		if (n && r->ext[n - 1].flags == hole) {
+			r->ext[n - 1].count += e_end - at;
+		} else {
+			r->ext[n] = (struct vdisk_extent){.sector = at, .count = e_end - at, .flags = hole};
+			n++;
+		}
+		at = e_end;
+	}
+	if (at < end) { /* past what the disk described: data */
+		if (n && r->ext[n - 1].flags == 0)
+			r->ext[n - 1].count += end - at;
+		else
+			r->ext[n++] = (struct vdisk_extent){.sector = at, .count = end - at};
+	}
+	return n;
+}
+
+static void reply_sparse(struct nbd_req *r)
+{
+	int v = 0;
+	for (unsigned k = 0; k < r->next_ext; k++) {
+		const struct vdisk_extent *run = &r->ext[k];
+		unsigned char *p = r->chdr[k];
+		bool last = k + 1 == r->next_ext;
+		p = nbd_put32(p, NBD_STRUCT_MAGIC);
+		p = nbd_put16(p, last ? NBD_REPLY_FLAG_DONE : 0);
+		p = nbd_put16(p, run->flags ? NBD_REPLY_TYPE_OFFSET_HOLE : NBD_REPLY_TYPE_OFFSET_DATA);
+		p = nbd_put64(p, r->cookie);
+		/* runs are inside the request, whose length is 32 bits */
+		p = nbd_put32(p, run->flags ? 12 : (uint32_t)(8 + run->count));
+		p = nbd_put64(p, run->sector);
+		r->iov[v].iov_base = r->chdr[k];
+		if (run->flags) {
+			nbd_put32(p, (uint32_t)run->count);
+			r->iov[v++].iov_len = NBD_CHUNK_SIZE + 12;
+		} else {
+			r->iov[v++].iov_len = NBD_CHUNK_SIZE + 8;
+			r->iov[v].iov_base = r->payload + (run->sector - r->offset);
+			r->iov[v++].iov_len = (size_t)run->count;
+		}
+	}
+	r->iovcnt = v;
+	queue_reply(r);
+}
+
+static void sparse_done(void *opaque, vdisk_status st)
+{
+	struct nbd_req *r = opaque;
+	struct nbd_conn *c = r->conn;
+	if (r->step == SPARSE_READS) {
+		if (!vdisk_ok(st) && vdisk_ok(r->rmw_st))
+			r->rmw_st = st;
+		if (--r->pending)
+			return;
+	}
+	if (c->state == CS_DEAD) {
+		nbd_req_free(c, r);
+		return;
+	}
+	if (r->step == SPARSE_READS) {
+		r->step = 0;
+		if (!vdisk_ok(r->rmw_st))
+			reply_status(r, r->rmw_st);
+		else
+			reply_sparse(r);
+		return;
+	}
+	/* the extents: a disk that cannot tell is read whole */
+	unsigned n = vdisk_ok(st) ? sparse_runs(r) : 1;
+	if (n == 1 && (!vdisk_ok(st) || r->ext[0].flags == 0)) {
+		read_whole(r);
+		return;
+	}
+	r->next_ext = n;
+	r->step = SPARSE_READS;
+	r->rmw_st = (vdisk_status){0};
+	r->pending = 1; /* dropped below, once every read is issued */
+	unsigned shift = c->srv->shift;
+	uint64_t base = cover_first(c, r) << shift;
+	for (unsigned k = 0; k < n; k++) {
+		if (r->ext[k].flags)
+			continue;
+		uint64_t from = r->ext[k].sector >> shift;
+		uint64_t to = (r->ext[k].sector + r->ext[k].count + sector_mask(c)) >> shift;
+		struct iovec *iov = &r->iov[k];
+		iov->iov_base = r->data + ((from << shift) - base);
+		iov->iov_len = (size_t)((to - from) << shift);
+		rmw_issued(r, vdisk_readv(c->w->q, from, iov, 1, sparse_done, r));
+	}
+	sparse_done(r, (vdisk_status){0});
+}
+
+/* A read: sparse when holes can be sent and are worth asking for. */
+static void submit_read(struct nbd_req *r)
+{
+	struct nbd_conn *c = r->conn;
+	if (!c->structured || !c->srv->sparse_reads || r->len < NBD_SPARSE_READ_MIN ||
+	    (r->flags & NBD_CMD_FLAG_DF)) {
+		read_whole(r);
+		return;
+	}
+	r->step = SPARSE_EXTENTS;
+	uint64_t first = cover_first(c, r);
+	int rc = vdisk_extents(c->w->q, first, cover_end(c, r) - first, r->ext, NBD_READ_RUNS,
+	                       &r->next_ext, sparse_done, r);
+	if (rc < 0)
+		read_whole(r);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -680,10 +823,8 @@ static void submit(struct nbd_req *r)
 			reply_error(r, NBD_ENOMEM, "out of memory");
 			return;
 		}
-		r->iov[1].iov_base = r->data;
-		r->iov[1].iov_len = count << s->shift;
-		rc = vdisk_readv(q, sector, &r->iov[1], 1, req_done, r);
-		break;
+		submit_read(r);
+		return;
 	case NBD_CMD_WRITE:
 	case NBD_CMD_WRITE_ZEROES:
 		if (r->len == 0) {
