@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 # Every reply obeys proto.md's rules, checked chunk by chunk over thousands of
 # seeded random requests (every command, valid and invalid offsets, lengths
-# and flags) with simple and with structured replies, on a 512-byte and a
+# and flags) with simple and with structured replies, from clients held to the
+# block sizes and from clients that asked for none (unaligned requests served), on a 512-byte and a
 # 4 KiB-sector disk, a read-only one, and disks failing at random through the
 # fault layer: the cookie echoed; no simple reply to a read once structured
 # replies are on; NBD_REPLY_FLAG_DONE on the last chunk only and no other flag;
@@ -84,10 +85,13 @@ def run(spec, *args, seed=1, n=800, faults=False):
     rnd = random.Random(seed)
     srv = Server(spec, *args)
     try:
-        for structured in (False, True):
+        # a client that asks for no block sizes gets its unaligned requests
+        # served (read-modify-write, sparse reads), through the same rules
+        for structured, strict in ((False, True), (True, True), (False, False), (True, False)):
             r = Raw(srv.sock, timeout=60)
             r.greeting()
-            r.go(structured=structured, meta=structured)
+            r.go(structured=structured, meta=structured,
+                 infos=(INFO_BLOCK_SIZE,) if strict else ())
             size = r.size
             for i in range(n):
                 cmd = rnd.choice([0, 1, 3, 4, 5, 6, 7, 9])
