@@ -74,6 +74,9 @@ struct vdisk_nbd_config {
 	                             nbdkit's --tls-certificates: server-cert.pem,
 	                             server-key.pem, and ca-cert.pem (the CA for
 	                             tls_verify_peer); instead of tls_cert and tls_key */
+	const char *tls_allow;    /* NULL, or an fnmatch(3) pattern that a client's
+	                             certificate subject (RFC 2253: "CN=alice,O=Example",
+	                             with tls_verify_peer) or PSK identity must match */
 };
 
 struct vdisk_nbd_server;

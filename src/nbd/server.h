@@ -200,6 +200,7 @@ struct nbd_conn {
 	 * side is moved to and from the socket by conn.c */
 	SSL *ssl;
 	BIO *net_bio;
+	unsigned psk_id;          /* 1 + the index of the PSK the client used; 0: none */
 	unsigned char *tls_stage; /* plaintext gathered for one SSL_write */
 	size_t tls_stage_len;
 };
@@ -252,6 +253,7 @@ struct nbd_server {
 	SSL_CTX *tls_ctx;
 	struct nbd_psk *psks;
 	unsigned npsks;
+	char *tls_allow; /* fnmatch pattern for the peer's subject or PSK identity */
 	int log_level;
 	void (*log)(void *opaque, int level, const char *msg);
 	void *log_opaque;

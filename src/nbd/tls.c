@@ -7,6 +7,7 @@
  * net_drain() from the pair to the socket. */
 #include <ctype.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,6 +119,9 @@ static unsigned psk_cb(SSL *ssl, const char *identity, unsigned char *psk, unsig
 	struct nbd_server *s = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
 	for (unsigned i = 0; i < s->npsks; i++) {
 		if (strcmp(s->psks[i].identity, identity) == 0 && s->psks[i].len <= max) {
+			/* SSL_get_psk_identity() knows nothing of it under TLS 1.3 */
+			struct nbd_conn *c = SSL_get_app_data(ssl);
+			c->psk_id = i + 1;
 			memcpy(psk, s->psks[i].key, s->psks[i].len);
 			return s->psks[i].len;
 		}
@@ -176,6 +180,12 @@ int nbd_tls_init(struct nbd_server *s, const struct vdisk_nbd_config *cfg)
 		                       "a certificate directory)");
 	if (ca && !cfg->tls_verify_peer)
 		return vdisk_set_error("tls-ca '%s': only used with tls-verify-peer", ca);
+	if (cfg->tls_allow && certs && !cfg->tls_verify_peer)
+		return vdisk_set_error("tls-allow '%s': with certificates it needs "
+		                       "tls-verify-peer (clients show none otherwise)",
+		                       cfg->tls_allow);
+	if (cfg->tls_allow && !(s->tls_allow = strdup(cfg->tls_allow)))
+		return vdisk_set_error_errno(ENOMEM, "tls-allow");
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	if (!ctx)
 		return vdisk_set_error("tls: %s", ssl_err());
@@ -211,6 +221,8 @@ void nbd_tls_fini(struct nbd_server *s)
 {
 	SSL_CTX_free(s->tls_ctx);
 	s->tls_ctx = NULL;
+	free(s->tls_allow);
+	s->tls_allow = NULL;
 	for (unsigned i = 0; i < s->npsks; i++) {
 		OPENSSL_cleanse(s->psks[i].key, sizeof s->psks[i].key);
 		free(s->psks[i].identity);
@@ -280,6 +292,7 @@ int nbd_tls_start(struct nbd_conn *c)
 	    !BIO_new_bio_pair(&inner, NBD_TLS_BUF, &c->net_bio, NBD_TLS_BUF))
 		return -1;
 	SSL_set_bio(c->ssl, inner, inner);
+	SSL_set_app_data(c->ssl, c);
 	SSL_set_accept_state(c->ssl);
 	size_t left = c->in_end - c->in_start;
 	if (left > NBD_TLS_BUF)
@@ -295,6 +308,29 @@ int nbd_tls_start(struct nbd_conn *c)
 	return 0;
 }
 
+/* Who the client is: its certificate's subject (RFC 2253) or its PSK
+ * identity.  False if it has neither. */
+static bool peer_name(struct nbd_conn *c, char *buf, size_t len)
+{
+	if (c->psk_id) {
+		snprintf(buf, len, "%s", c->srv->psks[c->psk_id - 1].identity);
+		return true;
+	}
+	X509 *peer = SSL_get1_peer_certificate(c->ssl);
+	if (!peer)
+		return false;
+	BIO *b = BIO_new(BIO_s_mem());
+	int n = -1;
+	if (b && X509_NAME_print_ex(b, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253) >= 0)
+		n = BIO_read(b, buf, (int)len - 1);
+	BIO_free(b);
+	X509_free(peer);
+	if (n < 0)
+		return false;
+	buf[n] = '\0';
+	return true;
+}
+
 int nbd_tls_handshake(struct nbd_conn *c)
 {
 	for (int spins = 0; spins < 64; spins++) {
@@ -305,16 +341,18 @@ int nbd_tls_handshake(struct nbd_conn *c)
 		if (d < 0 && d != -EAGAIN)
 			return -1;
 		if (r == 1) {
-			char subject[256] = "";
-			X509 *peer = SSL_get1_peer_certificate(c->ssl);
-			if (peer) {
-				X509_NAME_oneline(X509_get_subject_name(peer), subject,
-				                  sizeof subject);
-				X509_free(peer);
-			}
+			char who[512];
+			bool named = peer_name(c, who, sizeof who);
 			nbd_log(c->srv, VDISK_NBD_LOG_DEBUG, "%s: TLS %s, %s%s%s", c->peer,
 			        SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl),
-			        peer ? ", client certificate " : "", subject);
+			        named ? ", client " : "", named ? who : "");
+			if (c->srv->tls_allow &&
+			    (!named || fnmatch(c->srv->tls_allow, who, 0) != 0)) {
+				nbd_log(c->srv, VDISK_NBD_LOG_CLIENT,
+				        "%s: TLS client '%.200s' does not match tls-allow '%s'",
+				        c->peer, named ? who : "", c->srv->tls_allow);
+				return -1;
+			}
 			return 1;
 		}
 		if (e == SSL_ERROR_WANT_READ) {

@@ -55,6 +55,8 @@ const struct vdisk_cmd vdisk_cmd_serve = {
         "                          (the layout of qemu and nbdkit)\n"
         "  --tls-verify-peer       clients must show a certificate signed by the CA:\n"
         "  --tls-ca FILE           PEM CA certificates (default: DIR/ca-cert.pem)\n"
+        "  --tls-allow PATTERN     only clients whose certificate subject (RFC 2253,\n"
+        "                          'CN=alice,O=Example') or PSK identity matches\n"
         "  --tls-psk FILE          pre-shared keys, lines 'identity:hexkey' (psktool format)\n\n"
         "Exit status: 0 after a clean stop, 1 on failure, 2 on a usage error.\n",
     .main = serve_main,
@@ -153,6 +155,7 @@ enum {
 	OPT_TLS_CERTS,
 	OPT_TLS_CA,
 	OPT_TLS_VERIFY,
+	OPT_TLS_ALLOW,
 	OPT_TLS_PSK,
 };
 
@@ -178,6 +181,7 @@ static const struct option serve_opts[] = {
     {"tls-certificates", required_argument, NULL, OPT_TLS_CERTS},
     {"tls-ca", required_argument, NULL, OPT_TLS_CA},
     {"tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY},
+    {"tls-allow", required_argument, NULL, OPT_TLS_ALLOW},
     {"tls-psk", required_argument, NULL, OPT_TLS_PSK},
     {NULL, 0, NULL, 0},
 };
@@ -204,6 +208,7 @@ static int parse_tls_option(struct serve_args *a, int c, const char *arg)
 	case OPT_TLS_CERTS: cfg->tls_cert_dir = arg; return 0;
 	case OPT_TLS_CA: cfg->tls_ca = arg; return 0;
 	case OPT_TLS_VERIFY: cfg->tls_verify_peer = true; return 0;
+	case OPT_TLS_ALLOW: cfg->tls_allow = arg; return 0;
 	case OPT_TLS_PSK: cfg->tls_psk_file = arg; return 0;
 	default: return tool_usage(cmd, "unknown option");
 	}
@@ -277,7 +282,8 @@ static int parse_args(struct serve_args *a, int argc, char **argv)
 	bool creds = cfg->tls_cert || cfg->tls_key || cfg->tls_psk_file || cfg->tls_cert_dir;
 	if (!a->tls_given && creds)
 		cfg->tls = VDISK_NBD_TLS_ON;
-	if (cfg->tls == VDISK_NBD_TLS_OFF && (creds || cfg->tls_verify_peer || cfg->tls_ca))
+	if (cfg->tls == VDISK_NBD_TLS_OFF &&
+	    (creds || cfg->tls_verify_peer || cfg->tls_ca || cfg->tls_allow))
 		return tool_usage(cmd, "--tls=off with TLS options");
 	if (cfg->tls_ca && !cfg->tls_verify_peer)
 		return tool_usage(cmd, "--tls-ca is for --tls-verify-peer");

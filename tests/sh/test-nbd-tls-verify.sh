@@ -5,13 +5,15 @@
 # client whose certificate another CA signed (the reference test client's
 # tlswrongcert), or that has none, is refused during the TLS handshake, and
 # the server goes on serving; without the flag the same client is served, as
-# before.  Misuse (a CA without the flag, the flag with PSK) is refused.
+# before.  --tls-allow PATTERN also matches the certificate's subject, or the
+# PSK identity.  Misuse (a CA without the flag, the flag with PSK, a subject
+# pattern without the flag) is refused.
 source "$(dirname "$0")/functions.sh"
 source "$(dirname "$0")/nbd-functions.sh"
 requires nbdinfo nbdcopy openssl cmp
 
 pki=$TMP/pki
-mkdir -p "$pki"/{server,good,wrong,none,rogue}
+mkdir -p "$pki"/{server,good,bob,wrong,none,rogue}
 (
 	cd "$pki"
 	ca() { # DIR CN
@@ -32,8 +34,9 @@ mkdir -p "$pki"/{server,good,wrong,none,rogue}
 extendedKeyUsage=serverAuth"
 	cp ca-cert.pem server/
 	cert . good/client alice "extendedKeyUsage=clientAuth"
+	cert . bob/client bob "extendedKeyUsage=clientAuth"
 	cert rogue wrong/client mallory "extendedKeyUsage=clientAuth"
-	cp ca-cert.pem good/ && cp ca-cert.pem wrong/ && cp ca-cert.pem none/
+	for d in good bob wrong none; do cp ca-cert.pem $d/; done
 ) >/dev/null 2>&1 || skip "openssl cannot make test certificates"
 head -c 3M /dev/urandom >"$TMP/data"
 
@@ -63,6 +66,21 @@ start_server ram:size=4M --tls-cert "$pki/server/server-cert.pem" \
 check_refused wrong
 stop_server
 
+# --tls-allow: the subject must match too
+start_server ram:size=4M --tls-certificates "$pki/server" --tls-verify-peer --tls-allow 'CN=ali*' -v
+nbdinfo --size "$(uri good)" >/dev/null || fail "--tls-allow refused CN=alice"
+check_refused bob
+stop_server
+grep -q "CN=bob.*does not match" "$TMP/server.err" || fail "no log: $(cat "$TMP/server.err")"
+# and the PSK identity
+printf 'alice:%s\nbob:%s\n' "$(openssl rand -hex 32)" "$(openssl rand -hex 32)" >"$TMP/keys"
+start_server ram:size=4M --tls-psk "$TMP/keys" --tls=require --tls-allow alice
+nbdinfo --size "nbds+unix://alice@/?socket=$SOCK&tls-psk-file=$TMP/keys" >/dev/null ||
+	fail "--tls-allow refused PSK identity alice"
+nbdinfo --size "nbds+unix://bob@/?socket=$SOCK&tls-psk-file=$TMP/keys" >/dev/null 2>&1 &&
+	fail "--tls-allow let PSK identity bob in"
+stop_server
+
 # without --tls-verify-peer, any client certificate (or none) is fine
 start_server ram:size=4M --tls-certificates "$pki/server"
 nbdinfo --size "$(uri wrong)" >/dev/null || fail "without --tls-verify-peer a client was refused"
@@ -82,4 +100,7 @@ expect_stderr "needs a CA"
 expect_status 1 "$VDISK" serve ram:size=1M --unix "$SOCK" --tls-certificates "$TMP/nowhere"
 expect_stderr "$TMP/nowhere/server-cert.pem"
 expect_status 2 "$VDISK" serve ram:size=1M --unix "$SOCK" --tls=off --tls-verify-peer
+expect_status 1 "$VDISK" serve ram:size=1M --unix "$SOCK" --tls-certificates "$pki/server" \
+	--tls-allow 'CN=*'
+expect_stderr "needs tls-verify-peer"
 echo ok
