@@ -44,6 +44,7 @@
 #define NBD_MAX_EXTENTS 1024       /* descriptors in one block-status reply */
 #define NBD_CACHE_CHUNK (1u << 20) /* NBD_CMD_CACHE reads this much at a time */
 #define NBD_SPARSE_READ_MIN (64u << 10) /* smaller reads send their zeros */
+#define NBD_ZERO_GRAIN 4096u            /* zeros found in reads, in these blocks */
 #define NBD_READ_RUNS 8                 /* extents a sparse read looks at */
 #define NBD_TLS_BUF (64u << 10)
 #define NBD_META_ALLOC_ID 1                        /* our id for base:allocation */
@@ -185,6 +186,7 @@ struct nbd_conn {
 	/* negotiation state */
 	bool fixed, no_zeroes, structured, meta_alloc, tls_active;
 	bool strict; /* asked for the block sizes: requests must be aligned to them */
+	bool sparse_hint; /* the last large read met zeros: ask for extents first */
 	bool abort_after_flush; /* NBD_OPT_ABORT, EXPORT_NAME refusal, DISC */
 	bool starttls_pending;  /* begin TLS once the ACK is out */
 

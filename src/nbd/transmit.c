@@ -267,6 +267,14 @@ static void reply_status(struct nbd_req *r, vdisk_status st)
 /* ------------------------------------------------------------------------- */
 
 static void req_done(void *opaque, vdisk_status st);
+static void reply_read_scanned(struct nbd_req *r);
+
+/* May this read's reply carry holes?  Structured replies, no DF (one data
+ * chunk), and large enough to be worth it. */
+static bool read_may_hole(const struct nbd_conn *c, const struct nbd_req *r)
+{
+	return c->structured && !(r->flags & NBD_CMD_FLAG_DF) && r->len >= NBD_SPARSE_READ_MIN;
+}
 
 static void submit_failed(struct nbd_req *r, int rc)
 {
@@ -359,7 +367,12 @@ static void req_done(void *opaque, vdisk_status st)
 		return;
 	}
 	switch (r->type) {
-	case NBD_CMD_READ: reply_read(r); return;
+	case NBD_CMD_READ:
+		if (read_may_hole(c, r))
+			reply_read_scanned(r);
+		else
+			reply_read(r);
+		return;
 	case NBD_CMD_BLOCK_STATUS: reply_extents(r); return;
 	case NBD_CMD_CACHE:
 		r->done += r->iov[1].iov_len;
@@ -593,9 +606,14 @@ static void rmw_start(struct nbd_req *r)
 }
 
 /* ------------------------------------------------------------------------- */
-/* Sparse reads: ranges the disk reports as reading zeros are sent as          */
-/* NBD_REPLY_TYPE_OFFSET_HOLE, not read and not sent; the data between is read */
-/* into the reply's buffer as a plain read would be.                           */
+/* Sparse reads.  Zeros are sent as NBD_REPLY_TYPE_OFFSET_HOLE chunks, found    */
+/* two ways.  A read is done as ever (straight into the reply's buffer) and    */
+/* its 4 KiB blocks of zeros are found by looking: for data that stops at the  */
+/* first non-zero byte of each block, so data reads keep their speed.  Once a  */
+/* connection's reads meet zeros, and the disk knows its extents, its next    */
+/* large reads ask the disk first and do not read what it reports as zeros;    */
+/* an answer of "all data" turns that off again, since the extents query      */
+/* costs a round through the queue that dense reads should not pay.           */
 /* ------------------------------------------------------------------------- */
 
 static void sparse_done(void *opaque, vdisk_status st);
@@ -671,6 +689,47 @@ static void reply_sparse(struct nbd_req *r)
 	queue_reply(r);
 }
 
+static bool all_zero(const unsigned char *p, size_t n)
+{
+	return p[0] == 0 && memcmp(p, p + 1, n - 1) == 0;
+}
+
+/* The read's data as runs of data and zero blocks (bytes, as sparse_runs()),
+ * at most NBD_READ_RUNS + 1 of them: the rest after that is data. */
+static unsigned scan_runs(struct nbd_req *r)
+{
+	uint64_t at = r->offset, end = r->offset + r->len;
+	unsigned n = 0;
+	while (at < end) {
+		uint64_t next = (at / NBD_ZERO_GRAIN + 1) * NBD_ZERO_GRAIN;
+		uint32_t hole = 0;
+		if (n >= NBD_READ_RUNS || next > end)
+			next = end;
+		if (n < NBD_READ_RUNS)
+			hole = all_zero(r->payload + (at - r->offset), (size_t)(next - at));
+		if (n && r->ext[n - 1].flags == hole)
+			r->ext[n - 1].count += next - at;
+		else
+			r->ext[n++] = (struct vdisk_extent){.sector = at, .count = next - at, .flags = hole};
+		at = next;
+	}
+	return n;
+}
+
+static void reply_read_scanned(struct nbd_req *r)
+{
+	struct nbd_conn *c = r->conn;
+	unsigned n = scan_runs(r);
+	if (n == 1 && r->ext[0].flags == 0) {
+		reply_read(r);
+		return;
+	}
+	if (c->srv->sparse_reads)
+		c->sparse_hint = true;
+	r->next_ext = n;
+	reply_sparse(r);
+}
+
 static void sparse_done(void *opaque, vdisk_status st)
 {
 	struct nbd_req *r = opaque;
@@ -696,6 +755,7 @@ static void sparse_done(void *opaque, vdisk_status st)
 	/* the extents: a disk that cannot tell is read whole */
 	unsigned n = vdisk_ok(st) ? sparse_runs(r) : 1;
 	if (n == 1 && (!vdisk_ok(st) || r->ext[0].flags == 0)) {
+		c->sparse_hint = false; /* data here: read the next ones at once */
 		read_whole(r);
 		return;
 	}
@@ -718,12 +778,11 @@ static void sparse_done(void *opaque, vdisk_status st)
 	sparse_done(r, (vdisk_status){0});
 }
 
-/* A read: sparse when holes can be sent and are worth asking for. */
+/* A read: the disk is asked for its extents first where that may pay. */
 static void submit_read(struct nbd_req *r)
 {
 	struct nbd_conn *c = r->conn;
-	if (!c->structured || !c->srv->sparse_reads || r->len < NBD_SPARSE_READ_MIN ||
-	    (r->flags & NBD_CMD_FLAG_DF)) {
+	if (!c->sparse_hint || !c->srv->sparse_reads || !read_may_hole(c, r)) {
 		read_whole(r);
 		return;
 	}

@@ -1,11 +1,15 @@
 #!/usr/bin/python3
-# Sparse reads: with structured replies, ranges the disk reports as reading
-# zeros come back as NBD_REPLY_TYPE_OFFSET_HOLE chunks, not as zeros; data
-# comes as OFFSET_DATA chunks and the chunks tile the request exactly (checked
-# chunk by chunk through libnbd's pread_structured callback).  DF asks for
+# Sparse reads: with structured replies, zeros in reads of 64 KiB or more
+# come back as NBD_REPLY_TYPE_OFFSET_HOLE chunks; data comes as OFFSET_DATA
+# chunks and the chunks tile the request exactly (checked chunk by chunk
+# through libnbd's pread_structured callback).  Once a connection has met
+# zeros, ranges the disk reports as zero are not even read (a fault layer that
+# fails reads there shows it).  DF asks for
 # one data chunk; simple replies and small reads carry zeros as before.
 # nbdcopy --no-extents copies a 90 % sparse export byte for byte, on the ram
 # and the file backends, unaligned reads included.
+import errno
+import json
 import os
 import shutil
 import subprocess
@@ -90,6 +94,35 @@ def check_holes(srv):
     h.shutdown()
 
 
+def holes_not_read():
+    # reads of [8M, 16M) fail; once a connection's reads have met zeros it
+    # asks the disk for extents first, and a range reported as zero is not
+    # read at all: it succeeds as a hole.  A fresh connection reads it: EIO.
+    rules = [{"op": "read", "offset": 8 << 20, "length": 8 << 20, "error": "io", "errno": "EIO"}]
+    spec = json.dumps({"type": "fault", "inner": {"type": "ram", "size": SIZE}, "rules": rules})
+    with Server(spec) as srv:
+        fresh = loose(srv)
+        h = loose(srv)
+        _, ch = chunks_of(h, 1 << 20, 0)
+        assert ch == [(nbd.READ_HOLE, 0, 1 << 20)], ch
+        _, ch = chunks_of(h, 1 << 20, 8 << 20)
+        assert ch == [(nbd.READ_HOLE, 8 << 20, 1 << 20)], ch
+        # data there: read (and failing), and the connection reads at once again
+        h.pwrite(b"d" * 4096, 9 << 20)
+        try:
+            h.pread(1 << 20, 9 << 20)
+            raise AssertionError("a read of failing data succeeded")
+        except nbd.Error as e:
+            assert e.errnum == errno.EIO, e
+        try:
+            fresh.pread(1 << 20, 12 << 20)
+            raise AssertionError("a fresh connection did not read the range")
+        except nbd.Error as e:
+            assert e.errnum == errno.EIO, e
+        h.shutdown()
+        fresh.shutdown()
+
+
 def nbdcopy_sparse(srv, tmp):
     if not shutil.which("nbdcopy"):
         return
@@ -112,6 +145,7 @@ def main():
     need_env()
     tmp = tempfile.mkdtemp(prefix="vdisk-holes-")
     try:
+        holes_not_read()
         with Server(f"ram:size={SIZE}") as srv:
             check_holes(srv)
             nbdcopy_sparse(srv, tmp)
