@@ -278,6 +278,10 @@ static bool read_may_hole(const struct nbd_conn *c, const struct nbd_req *r)
 
 static void submit_failed(struct nbd_req *r, int rc)
 {
+	if (r->locked) { /* not held while the reply waits for the client */
+		r->locked = false;
+		nbd_rlock_release(r->conn->w, &r->lk);
+	}
 	reply_error(r, rc == -ENOMEM ? NBD_ENOMEM : NBD_EIO,
 	            rc == -ENOMEM ? "out of memory" : "request refused by the disk");
 }
@@ -716,6 +720,41 @@ static unsigned scan_runs(struct nbd_req *r)
 	return n;
 }
 
+/* After a sparse read: the zero blocks inside the data the disk reported
+ * (extents may be coarser than what was written) become holes too.  When the
+ * runs run out, the rest goes as data, with the holes that were not read
+ * zeroed. */
+static unsigned refine_runs(struct nbd_req *r, unsigned n)
+{
+	struct vdisk_extent in[NBD_READ_RUNS + 1];
+	memcpy(in, r->ext, n * sizeof in[0]);
+	unsigned m = 0;
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t at = in[i].sector, end = at + in[i].count;
+		while (at < end) {
+			uint64_t next = end;
+			uint32_t hole = in[i].flags;
+			if (m >= NBD_READ_RUNS) {
+				if (hole)
+					memset(r->payload + (at - r->offset), 0, (size_t)(end - at));
+				hole = 0;
+			} else if (!hole) {
+				next = (at / NBD_ZERO_GRAIN + 1) * NBD_ZERO_GRAIN;
+				if (next > end)
+					next = end;
+				hole = all_zero(r->payload + (at - r->offset), (size_t)(next - at));
+			}
+			if (m && r->ext[m - 1].flags == hole)
+				r->ext[m - 1].count += next - at;
+			else
+				r->ext[m++] = (struct vdisk_extent){
+				    .sector = at, .count = next - at, .flags = hole};
+			at = next;
+		}
+	}
+	return m;
+}
+
 static void reply_read_scanned(struct nbd_req *r)
 {
 	struct nbd_conn *c = r->conn;
@@ -746,10 +785,12 @@ static void sparse_done(void *opaque, vdisk_status st)
 	}
 	if (r->step == SPARSE_READS) {
 		r->step = 0;
-		if (!vdisk_ok(r->rmw_st))
+		if (!vdisk_ok(r->rmw_st)) {
 			reply_status(r, r->rmw_st);
-		else
-			reply_sparse(r);
+			return;
+		}
+		r->next_ext = refine_runs(r, r->next_ext);
+		reply_sparse(r);
 		return;
 	}
 	/* the extents: a disk that cannot tell is read whole */
