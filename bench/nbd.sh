@@ -90,9 +90,11 @@ start qemu-nbd-sparse qemu-nbd -f raw -k "$tmp/qemu-nbd-sparse.sock" -t -e 8 \
 servers=(vdisk nbdkit qemu-nbd vdisk-null nbdkit-null)
 declare -A R # "test|server" -> space-separated results
 
-# measure SERVER CMD...: run a client command and print its stdout's last line
-# and the CPU that neither the client nor the server used while it ran, in % of
-# one CPU: other people's work on the machine, which a clean run must not have.
+# measure SERVER CMD...: run a client command and print its stdout's last line,
+# the CPU that neither the client nor the server used while it ran, in % of
+# one CPU (other people's work on the machine, which a clean run must not
+# have), and the CPU seconds the client and the server used together (what a
+# copy costs, which a busy machine stretches less than the wall time).
 cat >"$tmp/measure.py" <<'PY'
 import os, resource, subprocess, sys, time
 pid, cmd = int(sys.argv[1]), sys.argv[2:]
@@ -108,7 +110,8 @@ out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, tex
 c1, b1, s1, t1 = resource.getrusage(resource.RUSAGE_CHILDREN), busy(), server(), time.time()
 client = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
 foreign = (b1 - b0 - (s1 - s0)) / hz - client
-print(out.strip().splitlines()[-1] if out.strip() else "?", f"{100 * max(foreign, 0) / (t1 - t0):.0f}")
+print(out.strip().splitlines()[-1] if out.strip() else "?", f"{100 * max(foreign, 0) / (t1 - t0):.0f}",
+      f"{client + (s1 - s0) / hz:.3f}")
 PY
 
 # A run is kept when others used less than MAX_FOREIGN % of a CPU during it;
@@ -122,7 +125,7 @@ measure() { # server cmd...
 		read -r -a out < <(/usr/bin/python3 "$tmp/measure.py" "${PID[$server]}" "$@")
 		((out[1] < MAX_FOREIGN)) && break
 	done
-	echo "${out[0]} ${out[1]}"
+	echo "${out[0]} ${out[1]} ${out[2]}"
 }
 
 fio_cmd() { # server rw jobs
@@ -181,8 +184,9 @@ for ((rep = 1; rep <= REPS; rep++)); do
 				IFS=- read -r rw jobs pinned <<<"$t"
 				v=$(fio_iops "$s" "$rw" "$jobs" "${pinned:-}")
 			fi
-			read -r v foreign <<<"$v"
+			read -r v foreign cpu <<<"$v"
 			R[$t|$s]+="$v "
+			[[ $t == nbdcopy* ]] && R[$t-cpu|$s]+="$cpu "
 			((foreign > FOREIGN_MAX)) && FOREIGN_MAX=$foreign
 			echo "rep $rep $t $s $v (others used ${foreign}% of a CPU)" >&2
 		done
@@ -190,7 +194,12 @@ for ((rep = 1; rep <= REPS; rep++)); do
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); the most other processes used during a kept run: ${FOREIGN_MAX}% of a CPU" >&2
 
-/usr/bin/python3 - "$REPS" "${tests[*]}" "${servers[*]}" <<PY
+rows=()
+for t in "${tests[@]}"; do
+	rows+=("$t")
+	[[ $t == nbdcopy* ]] && rows+=("$t-cpu")
+done
+/usr/bin/python3 - "$REPS" "${rows[*]}" "${servers[*]}" <<PY
 import statistics, sys
 R = {}
 $(for k in "${!R[@]}"; do echo "R['$k'] = [float(x) for x in '${R[$k]}'.split()]"; done)
@@ -215,5 +224,5 @@ for t in tests:
         return f"{r:.2f}×"
     print(f"| {t} | " + " | ".join(row) + f" | {ratio('vdisk','nbdkit')} | {ratio('vdisk','qemu-nbd')} | {ratio('vdisk','nbdkit-null')} |")
 print()
-print("IOPS for fio rows (median of %s, min–max); seconds for nbdcopy (lower is better, ratios inverted so >1 means vdisk is faster)." % sys.argv[1])
+print("IOPS for fio rows (median of %s, min–max); seconds for nbdcopy (lower is better, ratios inverted so >1 means vdisk is faster); -cpu rows: CPU seconds of client and server together." % sys.argv[1])
 PY
