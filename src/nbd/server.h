@@ -37,15 +37,15 @@
 
 #define NBD_DEFAULT_PAYLOAD (64u << 20) /* advertised maximum; reads and writes */
 #define NBD_PAYLOAD_LIMIT (256u << 20)  /* the most --max-payload may ask for */
-#define NBD_MAX_OPTION (64u << 10)  /* longest option kept in memory */
+#define NBD_MAX_OPTION (64u << 10)      /* longest option kept in memory */
 #define NBD_IN_SIZE (NBD_MAX_OPTION + (64u << 10))
 #define NBD_MAX_INFLIGHT 256
 #define NBD_MAX_INFLIGHT_BYTES (64u << 20) /* or the maximum payload, if larger */
-#define NBD_MAX_EXTENTS 1024       /* descriptors in one block-status reply */
-#define NBD_CACHE_CHUNK (1u << 20) /* NBD_CMD_CACHE reads this much at a time */
-#define NBD_SPARSE_READ_MIN (64u << 10) /* smaller reads send their zeros */
-#define NBD_ZERO_GRAIN 4096u            /* zeros found in reads, in these blocks */
-#define NBD_READ_RUNS 8                 /* extents a sparse read looks at */
+#define NBD_MAX_EXTENTS 1024               /* descriptors in one block-status reply */
+#define NBD_CACHE_CHUNK (1u << 20)         /* NBD_CMD_CACHE reads this much at a time */
+#define NBD_SPARSE_READ_MIN (64u << 10)    /* smaller reads send their zeros */
+#define NBD_ZERO_GRAIN 4096u               /* zeros found in reads, in these blocks */
+#define NBD_READ_RUNS 8                    /* extents a sparse read looks at */
 #define NBD_TLS_BUF (64u << 10)
 #define NBD_META_ALLOC_ID 1                        /* our id for base:allocation */
 #define NBD_SHUTDOWN_GRACE_NS (10ull * 1000000000) /* for clients that stop reading */
@@ -107,8 +107,8 @@ struct nbd_req {
 	uint16_t type;
 	uint16_t flags;
 	uint8_t buf_cls;
-	bool flush_after;    /* FUA the disk does not honour: flush, then reply */
-	unsigned char *data; /* payload buffer (read data, write data, extents) */
+	bool flush_after;       /* FUA the disk does not honour: flush, then reply */
+	unsigned char *data;    /* payload buffer (read data, write data, extents) */
 	unsigned char *payload; /* where a write's payload is received: data + head */
 	uint32_t head;          /* offset's distance from its sector's start */
 	bool locked;            /* holds lk */
@@ -118,8 +118,8 @@ struct nbd_req {
 	vdisk_status rmw_st;    /* the first failure of the step */
 	unsigned char *scratch; /* read-modify-write: the partial sectors */
 	struct nbd_rlock lk;
-	uint64_t done;       /* CACHE: bytes read so far */
-	unsigned next_ext;   /* extents returned */
+	uint64_t done;     /* CACHE: bytes read so far */
+	unsigned next_ext; /* extents returned */
 	/* the reply: hdr (and payload) as iovecs; a sparse read's chunks */
 	struct iovec iov[2 * NBD_READ_RUNS + 2];
 	int iovcnt;
@@ -185,8 +185,8 @@ struct nbd_conn {
 
 	/* negotiation state */
 	bool fixed, no_zeroes, structured, meta_alloc, tls_active;
-	bool strict; /* asked for the block sizes: requests must be aligned to them */
-	bool sparse_hint; /* the last large read met zeros: ask for extents first */
+	bool strict;            /* asked for the block sizes: requests must be aligned to them */
+	bool sparse_hint;       /* the last large read met zeros: ask for extents first */
 	bool abort_after_flush; /* NBD_OPT_ABORT, EXPORT_NAME refusal, DISC */
 	bool starttls_pending;  /* begin TLS once the ACK is out */
 
@@ -228,12 +228,12 @@ struct nbd_worker {
 	pthread_mutex_t lock; /* protects incoming */
 	struct nbd_conn *incoming;
 	bool draining;
-	bool exit_when_idle; /* serve_fds: return when the last connection goes */
-	bool reap_pending;   /* a connection may have finished */
-	uint64_t next_check; /* when to look at deadlines next */
-	pthread_mutex_t rl_lock;      /* protects rl_list */
-	struct nbd_rlock *rl_list;    /* aligned writes in flight (rlock.c) */
-	struct nbd_rlock *rl_ready;   /* granted locks to resume; under lock */
+	bool exit_when_idle;        /* serve_fds: return when the last connection goes */
+	bool reap_pending;          /* a connection may have finished */
+	uint64_t next_check;        /* when to look at deadlines next */
+	pthread_mutex_t rl_lock;    /* protects rl_list */
+	struct nbd_rlock *rl_list;  /* aligned writes in flight (rlock.c) */
+	struct nbd_rlock *rl_ready; /* granted locks to resume; under lock */
 };
 
 struct nbd_listener {
@@ -264,7 +264,7 @@ struct nbd_server {
 	uint32_t min_block, pref_block, max_payload;
 	size_t max_inflight_bytes; /* per connection, before its input stops */
 	unsigned shift;
-	bool once; /* stop when nconns falls to 0 */
+	bool once;       /* stop when nconns falls to 0 */
 	uint16_t eflags; /* without NBD_FLAG_SEND_DF, which depends on the client */
 	bool emulate_fua;
 	bool sparse_reads; /* the disk knows its extents: reads may send holes */

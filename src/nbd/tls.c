@@ -152,8 +152,8 @@ int nbd_tls_init(struct nbd_server *s, const struct vdisk_nbd_config *cfg)
 	char dcert[PATH_MAX], dkey[PATH_MAX], dca[PATH_MAX];
 	if (cfg->tls_cert_dir) {
 		if (cert || key)
-			return vdisk_set_error(
-			    "tls: give a certificate directory, or a certificate and key, not both");
+			return vdisk_set_error("tls: give a certificate directory, or a "
+			                       "certificate and key, not both");
 		const char *d = cfg->tls_cert_dir;
 		if (snprintf(dcert, sizeof dcert, "%s/server-cert.pem", d) >= (int)sizeof dcert ||
 		    snprintf(dkey, sizeof dkey, "%s/server-key.pem", d) >= (int)sizeof dkey ||

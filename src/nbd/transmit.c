@@ -479,7 +479,7 @@ static void rmw_done(void *opaque, vdisk_status st);
 /* Where a partial first and last sector are; the same sector counts as the
  * first only. */
 struct rmw_shape {
-	uint64_t first, end; /* covering sectors [first, end) */
+	uint64_t first, end;     /* covering sectors [first, end) */
 	uint32_t ss, head, tail; /* tail: bytes of the last sector inside; 0: whole */
 	bool first_partial, last_partial;
 };
@@ -651,7 +651,8 @@ static unsigned sparse_runs(struct nbd_req *r)
 		if (n && r->ext[n - 1].flags == hole) {
 			r->ext[n - 1].count += e_end - at;
 		} else {
-			r->ext[n] = (struct vdisk_extent){.sector = at, .count = e_end - at, .flags = hole};
+			r->ext[n] =
+			    (struct vdisk_extent){.sector = at, .count = e_end - at, .flags = hole};
 			n++;
 		}
 		at = e_end;
@@ -674,7 +675,8 @@ static void reply_sparse(struct nbd_req *r)
 		bool last = k + 1 == r->next_ext;
 		p = nbd_put32(p, NBD_STRUCT_MAGIC);
 		p = nbd_put16(p, last ? NBD_REPLY_FLAG_DONE : 0);
-		p = nbd_put16(p, run->flags ? NBD_REPLY_TYPE_OFFSET_HOLE : NBD_REPLY_TYPE_OFFSET_DATA);
+		p = nbd_put16(p,
+		              run->flags ? NBD_REPLY_TYPE_OFFSET_HOLE : NBD_REPLY_TYPE_OFFSET_DATA);
 		p = nbd_put64(p, r->cookie);
 		/* runs are inside the request, whose length is 32 bits */
 		p = nbd_put32(p, run->flags ? 12 : (uint32_t)(8 + run->count));
@@ -714,7 +716,8 @@ static unsigned scan_runs(struct nbd_req *r)
 		if (n && r->ext[n - 1].flags == hole)
 			r->ext[n - 1].count += next - at;
 		else
-			r->ext[n++] = (struct vdisk_extent){.sector = at, .count = next - at, .flags = hole};
+			r->ext[n++] =
+			    (struct vdisk_extent){.sector = at, .count = next - at, .flags = hole};
 		at = next;
 	}
 	return n;
@@ -736,7 +739,8 @@ static unsigned refine_runs(struct nbd_req *r, unsigned n)
 			uint32_t hole = in[i].flags;
 			if (m >= NBD_READ_RUNS) {
 				if (hole)
-					memset(r->payload + (at - r->offset), 0, (size_t)(end - at));
+					memset(r->payload + (at - r->offset), 0,
+					       (size_t)(end - at));
 				hole = 0;
 			} else if (!hole) {
 				next = (at / NBD_ZERO_GRAIN + 1) * NBD_ZERO_GRAIN;
@@ -858,8 +862,8 @@ static void submit_locked(struct nbd_req *r)
 		r->flush_after = fua && s->emulate_fua;
 		r->iov[1].iov_base = r->data;
 		r->iov[1].iov_len = r->len;
-		rc = vdisk_writev(q, sector, &r->iov[1], 1, fua && !s->emulate_fua ? VDISK_IO_FUA : 0,
-		                  req_done, r);
+		rc = vdisk_writev(q, sector, &r->iov[1], 1,
+		                  fua && !s->emulate_fua ? VDISK_IO_FUA : 0, req_done, r);
 		break;
 	case NBD_CMD_TRIM:
 		r->flush_after = fua; /* unmap has no FUA of its own */

@@ -125,8 +125,10 @@ static void test_config(void **state)
 	assert_non_null(s);
 	vdisk_nbd_server_free(s);
 	/* a caller built before the later members: they keep their defaults */
-	cfg = (struct vdisk_nbd_config){.struct_size = offsetof(struct vdisk_nbd_config, max_payload),
-	                                .max_payload = 1000, .tls_verify_peer = true};
+	cfg =
+	    (struct vdisk_nbd_config){.struct_size = offsetof(struct vdisk_nbd_config, max_payload),
+	                              .max_payload = 1000,
+	                              .tls_verify_peer = true};
 	s = vdisk_nbd_server_new(d, &cfg);
 	assert_non_null(s);
 	vdisk_nbd_server_free(s);
