@@ -4,6 +4,9 @@
 #   - fio's nbd engine, 4 KiB random read and random write, iodepth 32,
 #     1 connection and 2 connections (numjobs=2, one connection each);
 #   - nbdcopy of the whole export to null:;
+#   - nbdcopy --no-extents of a second 1 GiB export that is 90 % holes (1 MiB
+#     of data every 10 MiB, a sparse file): every byte is read, so what counts
+#     is whether the server sends the holes as holes or as zeros;
 #   - the client's own ceiling: nbdkit's null plugin and vdisk serve null:,
 #     which serve no data at all, so what they reach is what fio's nbd engine
 #     (libnbd) can drive on this machine;
@@ -22,6 +25,7 @@
 #   bench/nbd.sh [BUILD_DIR]     env: REPS (3) RUNTIME (8 s) RAMP (2 s) SIZE (1G)
 #                                     MAX_FOREIGN (10) TRIES (4)
 #                                     QUICK=1 (randread 1 connection only)
+#                                     TESTS="nbdcopy nbdcopy-sparse" (a subset)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -47,6 +51,12 @@ trap cleanup EXIT INT TERM
 img=$tmp/disk.img
 head -c "$SIZE" /dev/urandom >"$img"
 cat "$img" >/dev/null # into the page cache
+sparse=$tmp/sparse.img
+truncate -s "$SIZE" "$sparse"
+sparse_bytes=$(numfmt --from=iec "$SIZE")
+for ((off = 0; off < sparse_bytes; off += 10 << 20)); do
+	head -c 1M /dev/urandom | dd of="$sparse" bs=1M seek=$((off >> 20)) conv=notrunc status=none
+done
 nproc=$(nproc)
 
 # name -> socket; each server is started once and serves every repetition
@@ -72,13 +82,19 @@ start qemu-nbd qemu-nbd -f raw -k "$tmp/qemu-nbd.sock" -t -e 8 --cache=writeback
 	--aio=io_uring "$img"
 start vdisk-null "$VDISK" serve null:size=$SIZE --unix "$tmp/vdisk-null.sock"
 start nbdkit-null nbdkit -f -U "$tmp/nbdkit-null.sock" null size=$SIZE
+start vdisk-sparse "$VDISK" serve "file:path=$sparse" --unix "$tmp/vdisk-sparse.sock"
+start nbdkit-sparse nbdkit -f -U "$tmp/nbdkit-sparse.sock" file "$sparse"
+start qemu-nbd-sparse qemu-nbd -f raw -k "$tmp/qemu-nbd-sparse.sock" -t -e 8 \
+	--cache=writeback --aio=io_uring "$sparse"
 
 servers=(vdisk nbdkit qemu-nbd vdisk-null nbdkit-null)
 declare -A R # "test|server" -> space-separated results
 
-# measure SERVER CMD...: run a client command and print its stdout's last line
-# and the CPU that neither the client nor the server used while it ran, in % of
-# one CPU: other people's work on the machine, which a clean run must not have.
+# measure SERVER CMD...: run a client command and print its stdout's last line,
+# the CPU that neither the client nor the server used while it ran, in % of
+# one CPU (other people's work on the machine, which a clean run must not
+# have), and the CPU seconds the client and the server used together (what a
+# copy costs, which a busy machine stretches less than the wall time).
 cat >"$tmp/measure.py" <<'PY'
 import os, resource, subprocess, sys, time
 pid, cmd = int(sys.argv[1]), sys.argv[2:]
@@ -94,7 +110,8 @@ out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, tex
 c1, b1, s1, t1 = resource.getrusage(resource.RUSAGE_CHILDREN), busy(), server(), time.time()
 client = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
 foreign = (b1 - b0 - (s1 - s0)) / hz - client
-print(out.strip().splitlines()[-1] if out.strip() else "?", f"{100 * max(foreign, 0) / (t1 - t0):.0f}")
+print(out.strip().splitlines()[-1] if out.strip() else "?", f"{100 * max(foreign, 0) / (t1 - t0):.0f}",
+      f"{client + (s1 - s0) / hz:.3f}")
 PY
 
 # A run is kept when others used less than MAX_FOREIGN % of a CPU during it;
@@ -108,7 +125,7 @@ measure() { # server cmd...
 		read -r -a out < <(/usr/bin/python3 "$tmp/measure.py" "${PID[$server]}" "$@")
 		((out[1] < MAX_FOREIGN)) && break
 	done
-	echo "${out[0]} ${out[1]}"
+	echo "${out[0]} ${out[1]} ${out[2]}"
 }
 
 fio_cmd() { # server rw jobs
@@ -137,16 +154,20 @@ print(round(j["read"]["iops"] + j["write"]["iops"]))' $(fio_cmd "$1" "$2" "$3"))
 	echo "$res"
 }
 
-copy_secs() { # server -> "SECONDS FOREIGN%"
-	measure "$1" /usr/bin/python3 -c '
+copy_secs() { # server [nbdcopy options] -> "SECONDS FOREIGN%"
+	local server=$1
+	shift
+	measure "$server" /usr/bin/python3 -c '
 import subprocess, sys, time
 t = time.time()
 subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
-print(f"{time.time() - t:.3f}")' nbdcopy "nbd+unix:///?socket=${SOCK[$1]}" null:
+print(f"{time.time() - t:.3f}")' nbdcopy "$@" "nbd+unix:///?socket=${SOCK[$server]}" null:
 }
 
-tests=(randread-1 randwrite-1 randread-2 randwrite-2 randread-1-pinned randwrite-1-pinned nbdcopy)
+tests=(randread-1 randwrite-1 randread-2 randwrite-2 randread-1-pinned randwrite-1-pinned nbdcopy
+	nbdcopy-sparse)
 [[ ${QUICK:-0} == 1 ]] && tests=(randread-1)
+[[ -n ${TESTS:-} ]] && read -r -a tests <<<"$TESTS"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg); $nproc CPUs; fio $(fio --version); nbdkit $(nbdkit --version | cut -d' ' -f2); $(qemu-nbd --version | head -1)" >&2
 FOREIGN_MAX=0
 for ((rep = 1; rep <= REPS; rep++)); do
@@ -156,12 +177,16 @@ for ((rep = 1; rep <= REPS; rep++)); do
 			if [[ $t == nbdcopy ]]; then
 				[[ $s == *null ]] && continue
 				v=$(copy_secs "$s")
+			elif [[ $t == nbdcopy-sparse ]]; then
+				[[ $s == *null ]] && continue
+				v=$(copy_secs "$s-sparse" --no-extents)
 			else
 				IFS=- read -r rw jobs pinned <<<"$t"
 				v=$(fio_iops "$s" "$rw" "$jobs" "${pinned:-}")
 			fi
-			read -r v foreign <<<"$v"
+			read -r v foreign cpu <<<"$v"
 			R[$t|$s]+="$v "
+			[[ $t == nbdcopy* ]] && R[$t-cpu|$s]+="$cpu "
 			((foreign > FOREIGN_MAX)) && FOREIGN_MAX=$foreign
 			echo "rep $rep $t $s $v (others used ${foreign}% of a CPU)" >&2
 		done
@@ -169,13 +194,18 @@ for ((rep = 1; rep <= REPS; rep++)); do
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); the most other processes used during a kept run: ${FOREIGN_MAX}% of a CPU" >&2
 
-/usr/bin/python3 - "$REPS" "${tests[*]}" "${servers[*]}" <<PY
+rows=()
+for t in "${tests[@]}"; do
+	rows+=("$t")
+	[[ $t == nbdcopy* ]] && rows+=("$t-cpu")
+done
+/usr/bin/python3 - "$REPS" "${rows[*]}" "${servers[*]}" <<PY
 import statistics, sys
 R = {}
 $(for k in "${!R[@]}"; do echo "R['$k'] = [float(x) for x in '${R[$k]}'.split()]"; done)
 tests = sys.argv[2].split(); servers = sys.argv[3].split()
 def med(k): return statistics.median(R[k])
-def fmt(t, v): return f"{v:.3f} s" if t == "nbdcopy" else f"{v/1000:.1f}K"
+def fmt(t, v): return f"{v:.3f} s" if t.startswith("nbdcopy") else f"{v/1000:.1f}K"
 print(f"| test | " + " | ".join(servers) + " | vdisk / nbdkit | vdisk / qemu-nbd | vdisk / nbdkit null |")
 print("| --- " * (len(servers) + 4) + "|")
 for t in tests:
@@ -190,9 +220,9 @@ for t in tests:
     def ratio(a, b):
         ka, kb = f"{t}|{a}", f"{t}|{b}"
         if ka not in R or kb not in R: return "–"
-        r = med(kb) / med(ka) if t == "nbdcopy" else med(ka) / med(kb)
+        r = med(kb) / med(ka) if t.startswith("nbdcopy") else med(ka) / med(kb)
         return f"{r:.2f}×"
     print(f"| {t} | " + " | ".join(row) + f" | {ratio('vdisk','nbdkit')} | {ratio('vdisk','qemu-nbd')} | {ratio('vdisk','nbdkit-null')} |")
 print()
-print("IOPS for fio rows (median of %s, min–max); seconds for nbdcopy (lower is better, ratios inverted so >1 means vdisk is faster)." % sys.argv[1])
+print("IOPS for fio rows (median of %s, min–max); seconds for nbdcopy (lower is better, ratios inverted so >1 means vdisk is faster); -cpu rows: CPU seconds of client and server together." % sys.argv[1])
 PY

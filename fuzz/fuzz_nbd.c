@@ -3,6 +3,9 @@
  * vdisk_nbd_server_serve_fds() exactly as `vdisk serve --stdio` would, from a
  * memory file to /dev/null, against a small RAM disk.  TLS is offered (with a
  * throwaway pre-shared key) so STARTTLS and the handshake parser are reached.
+ * Clients that ask for no block sizes reach the read-modify-write and range
+ * lock paths with unaligned requests; reads of 64 KiB or more the sparse
+ * read path.
  * Any input must end in a clean disconnect: no crash, no leak, no hang. */
 #include <fcntl.h>
 #include <stdint.h>
@@ -48,6 +51,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	    .tls = VDISK_NBD_TLS_ON,
 	    .tls_psk_file = psk,
 	    .log = quiet,
+	    /* small, so that a length field costs the fuzzer no 64 MiB buffer */
+	    .max_payload = 1u << 20,
 	};
 	server = vdisk_nbd_server_new(d, &cfg);
 	unlink(psk);

@@ -89,6 +89,27 @@ h.block_status(1 << 20, 0, lambda *a: 0, nbd.CMD_FLAG_REQ_ONE)
 h.shutdown()
 """ % proxy_uri
 
+# a client that asks for no block sizes: requests of any alignment, and
+# reads large enough to come back with holes
+NBDSH_UNALIGNED = """
+import nbd
+h = nbd.NBD()
+h.set_request_block_size(False)
+h.add_meta_context("base:allocation")
+h.set_strict_mode(0)
+h.connect_uri(%r)
+h.pwrite(b"u" * 1000, 3)
+h.pwrite(b"v" * 3, 4094, nbd.CMD_FLAG_FUA)
+h.pread(5000, 1)
+h.zero(700, 100)
+h.zero(513, 8191)
+h.trim(5000, 1)
+h.cache(100, 7)
+h.block_status(1000, 1, lambda *a: 0)
+h.pread_structured(200000, 300001, lambda *a: 0)
+h.shutdown()
+""" % proxy_uri
+
 
 def hostile():
     IHAVEOPT = 0x49484156454F5054
@@ -113,6 +134,10 @@ def hostile():
         "hostile-bad-flags": struct.pack(">I", 0xFFFFFFFF) + go,
         "hostile-request-first": start + req(0, 0, 512),
         "hostile-write-33m": start + go + req(1, 0, (32 << 20) + 512, data=b"z" * 1000),
+        "hostile-write-65m": start + go + req(1, 0, (64 << 20) + 512, data=b"z" * 1000),
+        "hostile-unaligned": start + opt(8) + go + req(1, (1 << 20) - 3, 3, data=b"end") +
+        req(6, (1 << 20) - 1, 2) + req(0, 1, (1 << 20) - 1) + req(4, 7, 1) +
+        req(6, 5, 9, flags=16) + req(1, 1, (64 << 20) - 1, data=b"w" * 3000),
         "hostile-wrap": start + opt(8) + go + req(0, (1 << 64) - 512, 1024) +
         req(1, (1 << 64) - 512, 1024, data=bytes(1024)) + req(4, (1 << 64) - 512, 4096),
         "hostile-unknown-cmd-flags": start + go + req(99, 0, 0) + req(0, 0, 512, flags=0xFF) +
@@ -145,6 +170,7 @@ def main():
                         "-c", "write -f -P 2 4k 4k", "-c", "write -z 8k 4k", "-c", "discard 64k 64k",
                         "-c", "aio_write -P 3 128k 8k", "-c", "aio_flush", "-c", "read -P 3 128k 8k"])
         run("libnbd-all-commands", [PY, "-c", NBDSH])
+        run("libnbd-unaligned", [PY, "-c", NBDSH_UNALIGNED])
     finally:
         srv.terminate()
         srv.wait()

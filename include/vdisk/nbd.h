@@ -6,6 +6,9 @@
  * ("base:allocation") / STARTTLS, and in transmission READ, WRITE (+FUA),
  * FLUSH, TRIM, WRITE_ZEROES (+NO_HOLE, +FAST_ZERO), BLOCK_STATUS, CACHE and
  * DISC, with many requests in flight per connection answered out of order.
+ * Clients that ask for no block sizes may send requests of any alignment
+ * (read-modify-write of partial sectors, serialised by range locks across
+ * connections); zeros in large structured reads go out as holes.
  *
  * It is built on the public API of <vdisk/vdisk.h> only: every worker thread
  * owns one vdisk queue and the connections given to it, so the data path takes
@@ -62,6 +65,21 @@ struct vdisk_nbd_config {
 	 * Called from the server's threads. */
 	void (*log)(void *opaque, int level, const char *msg);
 	void *log_opaque;
+	/* Members below were added later; a struct_size that ends before one
+	 * leaves it at its default. */
+	size_t max_payload;       /* largest read or write in bytes, advertised as the
+	                             maximum block size; 0: 64 MiB; at most 256 MiB */
+	bool once;                /* stop when the last client disconnects (after one came) */
+	bool tls_verify_peer;     /* X.509: a client must present a certificate that
+	                             a CA of tls_ca signed, or the handshake fails */
+	const char *tls_ca;       /* PEM file of the CA certificates for tls_verify_peer */
+	const char *tls_cert_dir; /* a directory laid out as qemu's tls-creds-x509 and
+	                             nbdkit's --tls-certificates: server-cert.pem,
+	                             server-key.pem, and ca-cert.pem (the CA for
+	                             tls_verify_peer); instead of tls_cert and tls_key */
+	const char *tls_allow;    /* NULL, or an fnmatch(3) pattern that a client's
+	                             certificate subject (RFC 2253: "CN=alice,O=Example",
+	                             with tls_verify_peer) or PSK identity must match */
 };
 
 struct vdisk_nbd_server;

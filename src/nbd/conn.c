@@ -231,7 +231,11 @@ bool nbd_conn_reap(struct nbd_conn *c)
 	free(c->in);
 	free(c);
 	atomic_fetch_sub(&w->load, 1);
-	atomic_fetch_sub(&w->srv->nconns, 1);
+	struct nbd_server *s = w->srv;
+	if (atomic_fetch_sub(&s->nconns, 1) == 1 && s->once) {
+		nbd_log(s, VDISK_NBD_LOG_DEBUG, "the last client is gone: stopping (--once)");
+		vdisk_nbd_server_stop((struct vdisk_nbd_server *)s);
+	}
 	return true;
 }
 
@@ -360,7 +364,7 @@ static int plain_flush(struct nbd_conn *c)
 			total += iov[n++].iov_len;
 		}
 		size_t skip = c->out_off;
-		for (struct nbd_req *r = c->out_head; r && n + 2 <= SEND_IOV; r = r->next) {
+		for (struct nbd_req *r = c->out_head; r && n + r->iovcnt <= SEND_IOV; r = r->next) {
 			for (int i = 0; i < r->iovcnt; i++) {
 				size_t len = r->iov[i].iov_len;
 				if (skip >= len) {
@@ -440,7 +444,7 @@ static ssize_t plain_read(struct nbd_conn *c, size_t *asked)
 	int n = 0;
 	if (c->rx) {
 		/* the parser copied all it had into the payload: the buffer is empty */
-		iov[n].iov_base = c->rx->data + c->rx_have;
+		iov[n].iov_base = c->rx->payload + c->rx_have;
 		iov[n++].iov_len = c->rx->len - c->rx_have;
 	}
 	iov[n].iov_base = c->in + c->in_end;

@@ -187,24 +187,21 @@ static bool opt_info_go(struct nbd_conn *c, uint32_t opt, const unsigned char *d
 	if (want_desc && s->description &&
 	    !send_info(c, opt, NBD_INFO_DESCRIPTION, s->description, strlen(s->description)))
 		return false;
-	/* sent whether asked or not: the constraints are not the defaults */
-	nbd_put32(nbd_put32(nbd_put32(b, s->min_block), s->pref_block), s->max_payload);
+	/* A client that asks for the sizes gets the sector as the minimum and is
+	 * held to it.  One that does not may send requests of any alignment
+	 * (proto.md, "Block size constraints": a server SHOULD take a minimum of
+	 * 1), and they are served by reading and writing whole sectors around
+	 * them; it is told so, since a server may send the sizes unasked. */
+	nbd_put32(nbd_put32(nbd_put32(b, want_block ? s->min_block : 1), s->pref_block),
+	          s->max_payload);
 	if (!send_info(c, opt, NBD_INFO_BLOCK_SIZE, b, 12))
 		return false;
-	/* A client that did not ask for the sizes assumes 512 bytes at best
-	 * (proto.md, "Size constraints"): with larger sectors its requests would
-	 * fail one by one, so it is refused now, as the protocol allows.
-	 * NBD_OPT_EXPORT_NAME clients are still served (they may have been told
-	 * the size out of band, like nbd-client -b 4096) and get EINVAL. */
-	if (opt == NBD_OPT_GO && !want_block && s->min_block > 512)
-		return reply_err(c, opt, NBD_REP_ERR_BLOCK_SIZE_REQD,
-		                 "the minimum block size is %" PRIu32
-		                 ": ask for NBD_INFO_BLOCK_SIZE to use this export",
-		                 s->min_block);
 	if (!reply(c, opt, NBD_REP_ACK, NULL, 0))
 		return false;
-	if (opt == NBD_OPT_GO)
+	if (opt == NBD_OPT_GO) {
+		c->strict = want_block;
 		enter_transmission(c, size, eflags);
+	}
 	return true;
 }
 
@@ -299,10 +296,14 @@ static bool handle_option(struct nbd_conn *c, uint32_t opt, const unsigned char 
 	case NBD_OPT_LIST: {
 		if (len)
 			return reply_err(c, opt, NBD_REP_ERR_INVALID, "NBD_OPT_LIST takes no data");
-		unsigned char n[4];
+		/* the name's length, the name, then (the rest of the reply) the
+		 * description, as qemu-nbd sends it and libnbd reads it */
+		unsigned char n[4 + NBD_MAX_STRING];
 		size_t nl = strlen(s->export_name);
 		nbd_put32(n, (uint32_t)nl);
-		return reply2(c, opt, NBD_REP_SERVER, n, 4, s->export_name, nl) &&
+		memcpy(n + 4, s->export_name, nl);
+		const char *d = s->description ? s->description : "";
+		return reply2(c, opt, NBD_REP_SERVER, n, 4 + nl, d, strlen(d)) &&
 		       reply(c, opt, NBD_REP_ACK, NULL, 0);
 	}
 	case NBD_OPT_STARTTLS:

@@ -86,6 +86,7 @@ NBD_EXPORT struct vdisk_nbd_server *vdisk_nbd_server_new(struct vdisk *d,
 		return NULL;
 	}
 	s->stop_fd = -1;
+	pthread_mutex_init(&s->rl_lock, NULL);
 	s->disk = vdisk_ref(d);
 	s->export_name = strdup(name);
 	s->description = cfg.description ? strdup(cfg.description) : NULL;
@@ -112,12 +113,21 @@ NBD_EXPORT struct vdisk_nbd_server *vdisk_nbd_server_new(struct vdisk *d,
 	s->shift = (unsigned)__builtin_ctz(ss);
 	s->min_block = ss;
 	s->pref_block = vdisk_physical_sector_size(d);
-	s->max_payload = NBD_MAX_PAYLOAD;
 	if (ss > 65536) {
 		vdisk_set_error(
 		    "vdisk_nbd_server_new: NBD cannot export %u-byte sectors (at most 64 KiB)", ss);
 		goto fail;
 	}
+	size_t mp = cfg.max_payload ? cfg.max_payload : NBD_DEFAULT_PAYLOAD;
+	if (mp > NBD_PAYLOAD_LIMIT || mp < s->pref_block || mp % ss) {
+		vdisk_set_error("vdisk_nbd_server_new: max_payload %zu is not a multiple of the "
+		                "%u-byte sector from %u bytes to %u MiB",
+		                mp, ss, s->pref_block, NBD_PAYLOAD_LIMIT >> 20);
+		goto fail;
+	}
+	s->max_payload = (uint32_t)mp;
+	s->max_inflight_bytes = mp > NBD_MAX_INFLIGHT_BYTES ? mp : NBD_MAX_INFLIGHT_BYTES;
+	s->once = cfg.once;
 	unsigned caps = vdisk_caps(d);
 	uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_CACHE;
 	if (s->read_only) {
@@ -134,6 +144,7 @@ NBD_EXPORT struct vdisk_nbd_server *vdisk_nbd_server_new(struct vdisk *d,
 		f |= NBD_FLAG_CAN_MULTI_CONN;
 	s->eflags = f;
 	s->emulate_fua = !vdisk_fua_respected(d);
+	s->sparse_reads = caps & VDISK_CAP_EXTENTS;
 
 	s->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (s->stop_fd < 0) {
@@ -168,6 +179,7 @@ NBD_EXPORT void vdisk_nbd_server_free(struct vdisk_nbd_server *srv)
 		close(s->stop_fd);
 	free(s->export_name);
 	free(s->description);
+	pthread_mutex_destroy(&s->rl_lock);
 	vdisk_unref(s->disk);
 	free(s);
 }
@@ -404,6 +416,7 @@ static int worker_init(struct nbd_server *s, struct nbd_worker *w, unsigned inde
 	w->index = index;
 	w->epfd = w->wake_fd = -1;
 	pthread_mutex_init(&w->lock, NULL);
+	pthread_mutex_init(&w->rl_lock, NULL);
 	w->next_check = UINT64_MAX;
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
 	w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -442,6 +455,7 @@ static void worker_fini(struct nbd_worker *w)
 	if (w->wake_fd >= 0)
 		close(w->wake_fd);
 	pthread_mutex_destroy(&w->lock);
+	pthread_mutex_destroy(&w->rl_lock);
 }
 
 static void worker_wake(struct nbd_worker *w)
@@ -481,6 +495,7 @@ static void worker_take_incoming(struct nbd_worker *w)
 		if (w->draining)
 			nbd_conn_begin_drain(c);
 	}
+	nbd_rlock_run_ready(w);
 }
 
 /* Deadlines (handshake, shutdown grace) and freeing finished connections. */

@@ -14,8 +14,8 @@
  * Memory per connection is bounded: the input buffer is fixed, an option is
  * buffered only up to NBD_MAX_OPTION (longer ones are skipped and refused), and
  * requests stop being read while more than NBD_MAX_INFLIGHT requests or
- * NBD_MAX_INFLIGHT_BYTES of payload are in flight (which includes replies the
- * client has not read yet). */
+ * NBD_MAX_INFLIGHT_BYTES (or one maximum payload, if larger) of buffers are
+ * in flight (which includes replies the client has not read yet). */
 #ifndef VDISK_NBD_SERVER_H
 #define VDISK_NBD_SERVER_H
 
@@ -35,13 +35,17 @@
 #define NBD_LIKELY(x) __builtin_expect(!!(x), 1)
 #define NBD_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
-#define NBD_MAX_PAYLOAD (32u << 20) /* advertised maximum; reads and writes */
-#define NBD_MAX_OPTION (64u << 10)  /* longest option kept in memory */
+#define NBD_DEFAULT_PAYLOAD (64u << 20) /* advertised maximum; reads and writes */
+#define NBD_PAYLOAD_LIMIT (256u << 20)  /* the most --max-payload may ask for */
+#define NBD_MAX_OPTION (64u << 10)      /* longest option kept in memory */
 #define NBD_IN_SIZE (NBD_MAX_OPTION + (64u << 10))
 #define NBD_MAX_INFLIGHT 256
-#define NBD_MAX_INFLIGHT_BYTES (64u << 20)
-#define NBD_MAX_EXTENTS 1024       /* descriptors in one block-status reply */
-#define NBD_CACHE_CHUNK (1u << 20) /* NBD_CMD_CACHE reads this much at a time */
+#define NBD_MAX_INFLIGHT_BYTES (64u << 20) /* or the maximum payload, if larger */
+#define NBD_MAX_EXTENTS 1024               /* descriptors in one block-status reply */
+#define NBD_CACHE_CHUNK (1u << 20)         /* NBD_CMD_CACHE reads this much at a time */
+#define NBD_SPARSE_READ_MIN (64u << 10)    /* smaller reads send their zeros */
+#define NBD_ZERO_GRAIN 4096u               /* zeros found in reads, in these blocks */
+#define NBD_READ_RUNS 8                    /* extents a sparse read looks at */
 #define NBD_TLS_BUF (64u << 10)
 #define NBD_META_ALLOC_ID 1                        /* our id for base:allocation */
 #define NBD_SHUTDOWN_GRACE_NS (10ull * 1000000000) /* for clients that stop reading */
@@ -55,7 +59,7 @@ struct nbd_conn;
 /* ------------------------------------------------------------------------- */
 
 #define NBD_BUF_MIN_SHIFT 12
-#define NBD_BUF_CLASSES 14 /* 4 KiB .. 32 MiB */
+#define NBD_BUF_CLASSES 18 /* 4 KiB .. 512 MiB: a maximum payload and its partial sectors */
 #define NBD_BUF_CACHE_MAX (64u << 20)
 
 struct nbd_bufpool {
@@ -66,6 +70,29 @@ struct nbd_bufpool {
 void *nbd_buf_get(struct nbd_bufpool *p, size_t len, uint8_t *cls);
 void nbd_buf_put(struct nbd_bufpool *p, void *buf, uint8_t cls);
 void nbd_bufpool_fini(struct nbd_bufpool *p);
+
+/* ------------------------------------------------------------------------- */
+/* Range locks between requests that change the disk (rlock.c)                 */
+/* ------------------------------------------------------------------------- */
+
+struct nbd_rlock {
+	struct nbd_rlock *prev, *next; /* the worker's or the server's list */
+	struct nbd_rlock *ready_next;  /* on the owner's ready list */
+	uint64_t start, end;           /* sectors [start, end) */
+	struct nbd_worker *w;          /* the owner: go() runs on its thread */
+	void (*go)(struct nbd_rlock *l);
+	bool rmw;       /* a read-modify-write: exclusive */
+	bool global;    /* on the server's list */
+	bool waiting;   /* blocked; go() will be called */
+	bool waited_on; /* a waiter saw it: its release wakes the waiters */
+};
+
+/* Take l (start, end, rmw and go set) for a request of worker w: true if it
+ * is held now, false if l->go(l) will run on w's thread once it is. */
+bool nbd_rlock_acquire(struct nbd_worker *w, struct nbd_rlock *l);
+void nbd_rlock_release(struct nbd_worker *w, struct nbd_rlock *l);
+/* Resume the requests of w whose locks were granted by other releases. */
+void nbd_rlock_run_ready(struct nbd_worker *w);
 
 /* ------------------------------------------------------------------------- */
 /* Requests of the transmission phase                                          */
@@ -80,15 +107,27 @@ struct nbd_req {
 	uint16_t type;
 	uint16_t flags;
 	uint8_t buf_cls;
-	bool flush_after;    /* FUA the disk does not honour: flush, then reply */
-	unsigned char *data; /* payload buffer (read data, write data, extents) */
-	uint64_t done;       /* CACHE: bytes read so far */
-	unsigned next_ext;   /* extents returned */
-	/* the reply: hdr (and payload) as iovecs */
-	struct iovec iov[2];
+	bool flush_after;       /* FUA the disk does not honour: flush, then reply */
+	unsigned char *data;    /* payload buffer (read data, write data, extents) */
+	unsigned char *payload; /* where a write's payload is received: data + head */
+	uint32_t head;          /* offset's distance from its sector's start */
+	bool locked;            /* holds lk */
+	uint8_t step;           /* read-modify-write, sparse read: the step under way */
+	uint8_t scratch_cls;
+	unsigned pending;       /* disk requests of this step still out */
+	vdisk_status rmw_st;    /* the first failure of the step */
+	unsigned char *scratch; /* read-modify-write: the partial sectors */
+	struct nbd_rlock lk;
+	uint64_t done;     /* CACHE: bytes read so far */
+	unsigned next_ext; /* extents returned */
+	/* the reply: hdr (and payload) as iovecs; a sparse read's chunks */
+	struct iovec iov[2 * NBD_READ_RUNS + 2];
 	int iovcnt;
 	size_t charged; /* bytes counted in conn->inflight_bytes */
 	unsigned char hdr[96];
+	/* a sparse read: its extents, then its runs of data and holes (bytes) */
+	struct vdisk_extent ext[NBD_READ_RUNS + 1];
+	unsigned char chdr[NBD_READ_RUNS + 1][NBD_CHUNK_SIZE + 12];
 };
 
 /* ------------------------------------------------------------------------- */
@@ -146,6 +185,8 @@ struct nbd_conn {
 
 	/* negotiation state */
 	bool fixed, no_zeroes, structured, meta_alloc, tls_active;
+	bool strict;            /* asked for the block sizes: requests must be aligned to them */
+	bool sparse_hint;       /* the last large read met zeros: ask for extents first */
 	bool abort_after_flush; /* NBD_OPT_ABORT, EXPORT_NAME refusal, DISC */
 	bool starttls_pending;  /* begin TLS once the ACK is out */
 
@@ -161,6 +202,7 @@ struct nbd_conn {
 	 * side is moved to and from the socket by conn.c */
 	SSL *ssl;
 	BIO *net_bio;
+	unsigned psk_id;          /* 1 + the index of the PSK the client used; 0: none */
 	unsigned char *tls_stage; /* plaintext gathered for one SSL_write */
 	size_t tls_stage_len;
 };
@@ -186,9 +228,12 @@ struct nbd_worker {
 	pthread_mutex_t lock; /* protects incoming */
 	struct nbd_conn *incoming;
 	bool draining;
-	bool exit_when_idle; /* serve_fds: return when the last connection goes */
-	bool reap_pending;   /* a connection may have finished */
-	uint64_t next_check; /* when to look at deadlines next */
+	bool exit_when_idle;        /* serve_fds: return when the last connection goes */
+	bool reap_pending;          /* a connection may have finished */
+	uint64_t next_check;        /* when to look at deadlines next */
+	pthread_mutex_t rl_lock;    /* protects rl_list */
+	struct nbd_rlock *rl_list;  /* aligned writes in flight (rlock.c) */
+	struct nbd_rlock *rl_ready; /* granted locks to resume; under lock */
 };
 
 struct nbd_listener {
@@ -210,15 +255,19 @@ struct nbd_server {
 	SSL_CTX *tls_ctx;
 	struct nbd_psk *psks;
 	unsigned npsks;
+	char *tls_allow; /* fnmatch pattern for the peer's subject or PSK identity */
 	int log_level;
 	void (*log)(void *opaque, int level, const char *msg);
 	void *log_opaque;
 
 	/* fixed facts of the export */
 	uint32_t min_block, pref_block, max_payload;
+	size_t max_inflight_bytes; /* per connection, before its input stops */
 	unsigned shift;
+	bool once;       /* stop when nconns falls to 0 */
 	uint16_t eflags; /* without NBD_FLAG_SEND_DF, which depends on the client */
 	bool emulate_fua;
+	bool sparse_reads; /* the disk knows its extents: reads may send holes */
 
 	struct nbd_listener *listeners;
 	unsigned nlisteners;
@@ -228,6 +277,11 @@ struct nbd_server {
 	atomic_bool stopping;
 	int stop_fd; /* eventfd */
 	bool running;
+
+	/* range locks (rlock.c) */
+	pthread_mutex_t rl_lock;
+	struct nbd_rlock *rl_head, *rl_tail; /* oldest first */
+	atomic_uint rl_rmw;                  /* read-modify-writes on that list */
 };
 
 /* server.c */
@@ -260,7 +314,7 @@ bool nbd_hs_parse(struct nbd_conn *c);
 /* May another request be read?  (The in-flight bound on a connection.) */
 static inline bool nbd_tx_room(const struct nbd_conn *c)
 {
-	return c->inflight < NBD_MAX_INFLIGHT && c->inflight_bytes < NBD_MAX_INFLIGHT_BYTES;
+	return c->inflight < NBD_MAX_INFLIGHT && c->inflight_bytes < c->srv->max_inflight_bytes;
 }
 bool nbd_tx_parse(struct nbd_conn *c);
 void nbd_tx_payload_done(struct nbd_conn *c);

@@ -7,6 +7,7 @@
  * net_drain() from the pair to the socket. */
 #include <ctype.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "nbd/server.h"
 #include "nbd/tls.h"
@@ -117,6 +119,9 @@ static unsigned psk_cb(SSL *ssl, const char *identity, unsigned char *psk, unsig
 	struct nbd_server *s = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
 	for (unsigned i = 0; i < s->npsks; i++) {
 		if (strcmp(s->psks[i].identity, identity) == 0 && s->psks[i].len <= max) {
+			/* SSL_get_psk_identity() knows nothing of it under TLS 1.3 */
+			struct nbd_conn *c = SSL_get_app_data(ssl);
+			c->psk_id = i + 1;
 			memcpy(psk, s->psks[i].key, s->psks[i].len);
 			return s->psks[i].len;
 		}
@@ -125,18 +130,62 @@ static unsigned psk_cb(SSL *ssl, const char *identity, unsigned char *psk, unsig
 	return 0;
 }
 
+/* Client certificates: the CA list that signs them, sent to clients in the
+ * CertificateRequest, and a handshake that fails without one. */
+static int want_client_certs(SSL_CTX *ctx, const char *ca)
+{
+	if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1)
+		return vdisk_set_error("tls-ca '%s': %s", ca, ssl_err());
+	STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca);
+	if (!names)
+		return vdisk_set_error("tls-ca '%s': no CA certificate in it", ca);
+	SSL_CTX_set_client_CA_list(ctx, names);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	return 0;
+}
+
 int nbd_tls_init(struct nbd_server *s, const struct vdisk_nbd_config *cfg)
 {
 	if (cfg->tls == VDISK_NBD_TLS_OFF)
 		return 0;
-	bool certs = cfg->tls_cert || cfg->tls_key;
+	const char *cert = cfg->tls_cert, *key = cfg->tls_key, *ca = cfg->tls_ca;
+	char dcert[PATH_MAX], dkey[PATH_MAX], dca[PATH_MAX];
+	if (cfg->tls_cert_dir) {
+		if (cert || key)
+			return vdisk_set_error("tls: give a certificate directory, or a "
+			                       "certificate and key, not both");
+		const char *d = cfg->tls_cert_dir;
+		if (snprintf(dcert, sizeof dcert, "%s/server-cert.pem", d) >= (int)sizeof dcert ||
+		    snprintf(dkey, sizeof dkey, "%s/server-key.pem", d) >= (int)sizeof dkey ||
+		    snprintf(dca, sizeof dca, "%s/ca-cert.pem", d) >= (int)sizeof dca)
+			return vdisk_set_error("tls-certificates '%s': path too long", d);
+		cert = dcert;
+		key = dkey;
+		if (!ca && cfg->tls_verify_peer)
+			ca = dca;
+	}
+	bool certs = cert || key;
 	if (certs && cfg->tls_psk_file)
 		return vdisk_set_error("tls: give a certificate and key, or a PSK file, not both");
-	if (certs && (!cfg->tls_cert || !cfg->tls_key))
+	if (certs && (!cert || !key))
 		return vdisk_set_error(
 		    "tls: a certificate needs its key and the key its certificate");
 	if (!certs && !cfg->tls_psk_file)
 		return vdisk_set_error("tls: needs a certificate and key, or a PSK file");
+	if (cfg->tls_verify_peer && !certs)
+		return vdisk_set_error("tls-verify-peer: needs X.509 certificates, not PSK "
+		                       "(a PSK identity is its own proof)");
+	if (cfg->tls_verify_peer && !ca)
+		return vdisk_set_error("tls-verify-peer: needs a CA (tls-ca, or ca-cert.pem in "
+		                       "a certificate directory)");
+	if (ca && !cfg->tls_verify_peer)
+		return vdisk_set_error("tls-ca '%s': only used with tls-verify-peer", ca);
+	if (cfg->tls_allow && certs && !cfg->tls_verify_peer)
+		return vdisk_set_error("tls-allow '%s': with certificates it needs "
+		                       "tls-verify-peer (clients show none otherwise)",
+		                       cfg->tls_allow);
+	if (cfg->tls_allow && !(s->tls_allow = strdup(cfg->tls_allow)))
+		return vdisk_set_error_errno(ENOMEM, "tls-allow");
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	if (!ctx)
 		return vdisk_set_error("tls: %s", ssl_err());
@@ -148,13 +197,15 @@ int nbd_tls_init(struct nbd_server *s, const struct vdisk_nbd_config *cfg)
 	SSL_CTX_set_num_tickets(ctx, 0);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	if (certs) {
-		if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1)
-			return vdisk_set_error("tls-cert '%s': %s", cfg->tls_cert, ssl_err());
-		if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1)
-			return vdisk_set_error("tls-key '%s': %s", cfg->tls_key, ssl_err());
+		if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
+			return vdisk_set_error("tls-cert '%s': %s", cert, ssl_err());
+		if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+			return vdisk_set_error("tls-key '%s': %s", key, ssl_err());
 		if (SSL_CTX_check_private_key(ctx) != 1)
 			return vdisk_set_error("tls-key '%s': does not match the certificate '%s'",
-			                       cfg->tls_key, cfg->tls_cert);
+			                       key, cert);
+		if (cfg->tls_verify_peer && want_client_certs(ctx, ca) < 0)
+			return -1;
 		return 0;
 	}
 	if (load_psk(s, cfg->tls_psk_file) < 0)
@@ -170,6 +221,8 @@ void nbd_tls_fini(struct nbd_server *s)
 {
 	SSL_CTX_free(s->tls_ctx);
 	s->tls_ctx = NULL;
+	free(s->tls_allow);
+	s->tls_allow = NULL;
 	for (unsigned i = 0; i < s->npsks; i++) {
 		OPENSSL_cleanse(s->psks[i].key, sizeof s->psks[i].key);
 		free(s->psks[i].identity);
@@ -239,6 +292,7 @@ int nbd_tls_start(struct nbd_conn *c)
 	    !BIO_new_bio_pair(&inner, NBD_TLS_BUF, &c->net_bio, NBD_TLS_BUF))
 		return -1;
 	SSL_set_bio(c->ssl, inner, inner);
+	SSL_set_app_data(c->ssl, c);
 	SSL_set_accept_state(c->ssl);
 	size_t left = c->in_end - c->in_start;
 	if (left > NBD_TLS_BUF)
@@ -254,6 +308,29 @@ int nbd_tls_start(struct nbd_conn *c)
 	return 0;
 }
 
+/* Who the client is: its certificate's subject (RFC 2253) or its PSK
+ * identity.  False if it has neither. */
+static bool peer_name(struct nbd_conn *c, char *buf, size_t len)
+{
+	if (c->psk_id) {
+		snprintf(buf, len, "%s", c->srv->psks[c->psk_id - 1].identity);
+		return true;
+	}
+	X509 *peer = SSL_get1_peer_certificate(c->ssl);
+	if (!peer)
+		return false;
+	BIO *b = BIO_new(BIO_s_mem());
+	int n = -1;
+	if (b && X509_NAME_print_ex(b, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253) >= 0)
+		n = BIO_read(b, buf, (int)len - 1);
+	BIO_free(b);
+	X509_free(peer);
+	if (n < 0)
+		return false;
+	buf[n] = '\0';
+	return true;
+}
+
 int nbd_tls_handshake(struct nbd_conn *c)
 {
 	for (int spins = 0; spins < 64; spins++) {
@@ -264,8 +341,18 @@ int nbd_tls_handshake(struct nbd_conn *c)
 		if (d < 0 && d != -EAGAIN)
 			return -1;
 		if (r == 1) {
-			nbd_log(c->srv, VDISK_NBD_LOG_DEBUG, "%s: TLS %s, %s", c->peer,
-			        SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl));
+			char who[512];
+			bool named = peer_name(c, who, sizeof who);
+			nbd_log(c->srv, VDISK_NBD_LOG_DEBUG, "%s: TLS %s, %s%s%s", c->peer,
+			        SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl),
+			        named ? ", client " : "", named ? who : "");
+			if (c->srv->tls_allow &&
+			    (!named || fnmatch(c->srv->tls_allow, who, 0) != 0)) {
+				nbd_log(c->srv, VDISK_NBD_LOG_CLIENT,
+				        "%s: TLS client '%.200s' does not match tls-allow '%s'",
+				        c->peer, named ? who : "", c->srv->tls_allow);
+				return -1;
+			}
 			return 1;
 		}
 		if (e == SSL_ERROR_WANT_READ) {

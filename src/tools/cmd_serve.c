@@ -7,9 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "tool.h"
+#include "vdisk/backend.h"
 #include "vdisk/nbd.h"
 
 static int serve_main(int argc, char **argv);
@@ -32,19 +34,29 @@ const struct vdisk_cmd vdisk_cmd_serve = {
         "                          activation, LISTEN_FDS, is used if there is one)\n"
         "What:\n"
         "  --export-name NAME      the export's name (default: empty)\n"
-        "  --description TEXT      shown by clients (NBD_INFO_DESCRIPTION)\n"
+        "  --description TEXT      shown by clients (NBD_INFO_DESCRIPTION, NBD_OPT_LIST)\n"
         "  -r, --read-only         export read-only\n"
         "How:\n"
         "  --threads N             worker threads (default: one per CPU)\n"
         "  --max-connections N     at once; more are refused (default 100)\n"
+        "  --max-payload SIZE      largest read or write (default 64M, at most 256M)\n"
         "  --handshake-timeout S   seconds a client has to negotiate (default 10; 0: no limit)\n"
         "  --pid-file PATH         write the server's pid here once it is ready\n"
         "  --foreground            stay in the foreground (the default; accepted for scripts)\n"
         "  -v, --verbose           log refused clients; twice: every connection\n"
+        "Lifetime:\n"
+        "  --once                  exit when the last client disconnects\n"
+        "  --exit-with-parent      exit (cleanly) when the parent process exits\n"
         "TLS:\n"
         "  --tls=off|on|require    off: refuse STARTTLS; on: offer it; require: nothing\n"
         "                          without it (default: on if credentials are given)\n"
         "  --tls-cert FILE         PEM certificate (chain), with --tls-key FILE\n"
+        "  --tls-certificates DIR  server-cert.pem, server-key.pem and ca-cert.pem in DIR\n"
+        "                          (the layout of qemu and nbdkit)\n"
+        "  --tls-verify-peer       clients must show a certificate signed by the CA:\n"
+        "  --tls-ca FILE           PEM CA certificates (default: DIR/ca-cert.pem)\n"
+        "  --tls-allow PATTERN     only clients whose certificate subject (RFC 2253,\n"
+        "                          'CN=alice,O=Example') or PSK identity matches\n"
         "  --tls-psk FILE          pre-shared keys, lines 'identity:hexkey' (psktool format)\n\n"
         "Exit status: 0 after a clean stop, 1 on failure, 2 on a usage error.\n",
     .main = serve_main,
@@ -114,6 +126,15 @@ static int write_pid_file(const char *path)
 	return 0;
 }
 
+/* The command line, parsed. */
+struct serve_args {
+	struct vdisk_nbd_config cfg;
+	const char *spec;
+	const char *unix_path, *pid_file;
+	char *tcp;
+	bool stdio, tls_given, exit_with_parent;
+};
+
 enum {
 	OPT_UNIX = 256,
 	OPT_TCP,
@@ -122,145 +143,231 @@ enum {
 	OPT_DESC,
 	OPT_THREADS,
 	OPT_MAXCONN,
+	OPT_MAXPAYLOAD,
 	OPT_HSTIMEOUT,
 	OPT_PIDFILE,
 	OPT_FOREGROUND,
+	OPT_ONCE,
+	OPT_EXIT_WITH_PARENT,
 	OPT_TLS,
 	OPT_TLS_CERT,
 	OPT_TLS_KEY,
+	OPT_TLS_CERTS,
+	OPT_TLS_CA,
+	OPT_TLS_VERIFY,
+	OPT_TLS_ALLOW,
 	OPT_TLS_PSK,
 };
 
-static int serve_main(int argc, char **argv)
+static const struct option serve_opts[] = {
+    {"unix", required_argument, NULL, OPT_UNIX},
+    {"tcp", required_argument, NULL, OPT_TCP},
+    {"stdio", no_argument, NULL, OPT_STDIO},
+    {"export-name", required_argument, NULL, OPT_EXPORT},
+    {"description", required_argument, NULL, OPT_DESC},
+    {"read-only", no_argument, NULL, 'r'},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"max-connections", required_argument, NULL, OPT_MAXCONN},
+    {"max-payload", required_argument, NULL, OPT_MAXPAYLOAD},
+    {"handshake-timeout", required_argument, NULL, OPT_HSTIMEOUT},
+    {"pid-file", required_argument, NULL, OPT_PIDFILE},
+    {"foreground", no_argument, NULL, OPT_FOREGROUND},
+    {"once", no_argument, NULL, OPT_ONCE},
+    {"exit-with-parent", no_argument, NULL, OPT_EXIT_WITH_PARENT},
+    {"verbose", no_argument, NULL, 'v'},
+    {"tls", required_argument, NULL, OPT_TLS},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"tls-certificates", required_argument, NULL, OPT_TLS_CERTS},
+    {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+    {"tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY},
+    {"tls-allow", required_argument, NULL, OPT_TLS_ALLOW},
+    {"tls-psk", required_argument, NULL, OPT_TLS_PSK},
+    {NULL, 0, NULL, 0},
+};
+
+/* The TLS options; 0, or a usage error's status. */
+static int parse_tls_option(struct serve_args *a, int c, const char *arg)
 {
-	static const struct option opts[] = {
-	    {"unix", required_argument, NULL, OPT_UNIX},
-	    {"tcp", required_argument, NULL, OPT_TCP},
-	    {"stdio", no_argument, NULL, OPT_STDIO},
-	    {"export-name", required_argument, NULL, OPT_EXPORT},
-	    {"description", required_argument, NULL, OPT_DESC},
-	    {"read-only", no_argument, NULL, 'r'},
-	    {"threads", required_argument, NULL, OPT_THREADS},
-	    {"max-connections", required_argument, NULL, OPT_MAXCONN},
-	    {"handshake-timeout", required_argument, NULL, OPT_HSTIMEOUT},
-	    {"pid-file", required_argument, NULL, OPT_PIDFILE},
-	    {"foreground", no_argument, NULL, OPT_FOREGROUND},
-	    {"verbose", no_argument, NULL, 'v'},
-	    {"tls", required_argument, NULL, OPT_TLS},
-	    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
-	    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
-	    {"tls-psk", required_argument, NULL, OPT_TLS_PSK},
-	    {NULL, 0, NULL, 0},
-	};
 	const struct vdisk_cmd *cmd = &vdisk_cmd_serve;
-	struct vdisk_nbd_config cfg = {.struct_size = sizeof cfg};
-	const char *unix_path = NULL, *pid_file = NULL;
-	char *tcp = NULL;
-	bool stdio = false, tls_given = false;
+	struct vdisk_nbd_config *cfg = &a->cfg;
+	switch (c) {
+	case OPT_TLS:
+		a->tls_given = true;
+		if (strcmp(arg, "off") == 0)
+			cfg->tls = VDISK_NBD_TLS_OFF;
+		else if (strcmp(arg, "on") == 0)
+			cfg->tls = VDISK_NBD_TLS_ON;
+		else if (strcmp(arg, "require") == 0)
+			cfg->tls = VDISK_NBD_TLS_REQUIRE;
+		else
+			return tool_usage(cmd, "--tls: '%s' is not off, on or require", arg);
+		return 0;
+	case OPT_TLS_CERT: cfg->tls_cert = arg; return 0;
+	case OPT_TLS_KEY: cfg->tls_key = arg; return 0;
+	case OPT_TLS_CERTS: cfg->tls_cert_dir = arg; return 0;
+	case OPT_TLS_CA: cfg->tls_ca = arg; return 0;
+	case OPT_TLS_VERIFY: cfg->tls_verify_peer = true; return 0;
+	case OPT_TLS_ALLOW: cfg->tls_allow = arg; return 0;
+	case OPT_TLS_PSK: cfg->tls_psk_file = arg; return 0;
+	default: return tool_usage(cmd, "unknown option");
+	}
+}
+
+/* Every other option; 0, or a usage error's status. */
+static int parse_option(struct serve_args *a, int c, const char *arg)
+{
+	const struct vdisk_cmd *cmd = &vdisk_cmd_serve;
+	struct vdisk_nbd_config *cfg = &a->cfg;
 	unsigned long v;
+	uint64_t size;
+	switch (c) {
+	case OPT_UNIX: a->unix_path = arg; return 0;
+	case OPT_TCP: a->tcp = (char *)arg; return 0;
+	case OPT_STDIO: a->stdio = true; return 0;
+	case OPT_EXPORT: cfg->export_name = arg; return 0;
+	case OPT_DESC: cfg->description = arg; return 0;
+	case 'r': cfg->read_only = true; return 0;
+	case OPT_THREADS:
+		if (parse_uint(arg, 256, &v) < 0 || v == 0)
+			return tool_usage(cmd, "--threads: '%s' is not 1..256", arg);
+		cfg->threads = (unsigned)v;
+		return 0;
+	case OPT_MAXCONN:
+		if (parse_uint(arg, 1000000, &v) < 0 || v == 0)
+			return tool_usage(cmd, "--max-connections: '%s' is not a positive number",
+			                  arg);
+		cfg->max_connections = (unsigned)v;
+		return 0;
+	case OPT_MAXPAYLOAD:
+		if (vdisk_parse_size(arg, &size) < 0 || size == 0 || size > (256u << 20))
+			return tool_usage(cmd, "--max-payload: '%s' is not a size up to 256M", arg);
+		cfg->max_payload = (size_t)size;
+		return 0;
+	case OPT_HSTIMEOUT:
+		if (parse_uint(arg, 86400, &v) < 0)
+			return tool_usage(cmd, "--handshake-timeout: '%s' is not 0..86400 seconds",
+			                  arg);
+		cfg->handshake_timeout_ms = v ? (int)(v * 1000) : -1;
+		return 0;
+	case OPT_PIDFILE: a->pid_file = arg; return 0;
+	case OPT_FOREGROUND: return 0;
+	case OPT_ONCE: cfg->once = true; return 0;
+	case OPT_EXIT_WITH_PARENT: a->exit_with_parent = true; return 0;
+	case 'v': cfg->log_level++; return 0;
+	default: return parse_tls_option(a, c, arg);
+	}
+}
+
+static int parse_args(struct serve_args *a, int argc, char **argv)
+{
+	const struct vdisk_cmd *cmd = &vdisk_cmd_serve;
+	memset(a, 0, sizeof *a);
+	a->cfg.struct_size = sizeof a->cfg;
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "rv", opts, NULL)) != -1) {
-		switch (c) {
-		case OPT_UNIX: unix_path = optarg; break;
-		case OPT_TCP: tcp = optarg; break;
-		case OPT_STDIO: stdio = true; break;
-		case OPT_EXPORT: cfg.export_name = optarg; break;
-		case OPT_DESC: cfg.description = optarg; break;
-		case 'r': cfg.read_only = true; break;
-		case OPT_THREADS:
-			if (parse_uint(optarg, 256, &v) < 0 || v == 0)
-				return tool_usage(cmd, "--threads: '%s' is not 1..256", optarg);
-			cfg.threads = (unsigned)v;
-			break;
-		case OPT_MAXCONN:
-			if (parse_uint(optarg, 1000000, &v) < 0 || v == 0)
-				return tool_usage(
-				    cmd, "--max-connections: '%s' is not a positive number",
-				    optarg);
-			cfg.max_connections = (unsigned)v;
-			break;
-		case OPT_HSTIMEOUT:
-			if (parse_uint(optarg, 86400, &v) < 0)
-				return tool_usage(
-				    cmd, "--handshake-timeout: '%s' is not 0..86400 seconds",
-				    optarg);
-			cfg.handshake_timeout_ms = v ? (int)(v * 1000) : -1;
-			break;
-		case OPT_PIDFILE: pid_file = optarg; break;
-		case OPT_FOREGROUND: break;
-		case 'v': cfg.log_level++; break;
-		case OPT_TLS:
-			tls_given = true;
-			if (strcmp(optarg, "off") == 0)
-				cfg.tls = VDISK_NBD_TLS_OFF;
-			else if (strcmp(optarg, "on") == 0)
-				cfg.tls = VDISK_NBD_TLS_ON;
-			else if (strcmp(optarg, "require") == 0)
-				cfg.tls = VDISK_NBD_TLS_REQUIRE;
-			else
-				return tool_usage(cmd, "--tls: '%s' is not off, on or require",
-				                  optarg);
-			break;
-		case OPT_TLS_CERT: cfg.tls_cert = optarg; break;
-		case OPT_TLS_KEY: cfg.tls_key = optarg; break;
-		case OPT_TLS_PSK: cfg.tls_psk_file = optarg; break;
-		default: return tool_usage(cmd, "unknown option");
-		}
+	while ((c = getopt_long(argc, argv, "rv", serve_opts, NULL)) != -1) {
+		if (c == '?')
+			return tool_usage(cmd, "unknown option");
+		int rc = parse_option(a, c, optarg);
+		if (rc)
+			return rc;
 	}
 	if (optind != argc - 1)
 		return tool_usage(cmd, "expected one SPEC");
-	if ((unix_path != NULL) + (tcp != NULL) + stdio > 1)
+	a->spec = argv[optind];
+	if ((a->unix_path != NULL) + (a->tcp != NULL) + a->stdio > 1)
 		return tool_usage(cmd, "give one of --unix, --tcp and --stdio");
-	bool creds = cfg.tls_cert || cfg.tls_key || cfg.tls_psk_file;
-	if (!tls_given && creds)
-		cfg.tls = VDISK_NBD_TLS_ON;
-	if (cfg.tls == VDISK_NBD_TLS_OFF && creds)
-		return tool_usage(cmd, "--tls=off with TLS credentials");
-	if (cfg.log_level > VDISK_NBD_LOG_DEBUG)
-		cfg.log_level = VDISK_NBD_LOG_DEBUG;
+	struct vdisk_nbd_config *cfg = &a->cfg;
+	bool creds = cfg->tls_cert || cfg->tls_key || cfg->tls_psk_file || cfg->tls_cert_dir;
+	if (!a->tls_given && creds)
+		cfg->tls = VDISK_NBD_TLS_ON;
+	if (cfg->tls == VDISK_NBD_TLS_OFF &&
+	    (creds || cfg->tls_verify_peer || cfg->tls_ca || cfg->tls_allow))
+		return tool_usage(cmd, "--tls=off with TLS options");
+	if (cfg->tls_ca && !cfg->tls_verify_peer)
+		return tool_usage(cmd, "--tls-ca is for --tls-verify-peer");
+	if (cfg->log_level > VDISK_NBD_LOG_DEBUG)
+		cfg->log_level = VDISK_NBD_LOG_DEBUG;
+	return 0;
+}
 
-	const char *spec = argv[optind];
-	struct vdisk *d = vdisk_open(spec, cfg.read_only ? VDISK_OPEN_READ_ONLY : 0);
+/* Die with the parent: SIGTERM, a clean stop, when it exits.  The signal is
+ * tied to the thread that forked us; a parent already gone (we are
+ * reparented) is the same event, only earlier. */
+static int exit_with_parent(void)
+{
+	pid_t parent = getppid();
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0)
+		return tool_error("serve", EXIT_FAIL, "--exit-with-parent: %s", strerror(errno));
+	if (getppid() != parent || parent == 1)
+		raise(SIGTERM);
+	return 0;
+}
+
+static struct vdisk_nbd_server *open_server(const struct serve_args *a)
+{
+	struct vdisk *d = vdisk_open(a->spec, a->cfg.read_only ? VDISK_OPEN_READ_ONLY : 0);
 	if (!d) {
 		char why[1024];
 		snprintf(why, sizeof why, "%s", vdisk_errmsg());
 		/* the hint only where a read-only open would work */
-		struct vdisk *ro = cfg.read_only ? NULL : vdisk_open(spec, VDISK_OPEN_READ_ONLY);
+		struct vdisk *ro =
+		    a->cfg.read_only ? NULL : vdisk_open(a->spec, VDISK_OPEN_READ_ONLY);
 		if (ro)
 			vdisk_unref(ro);
-		return tool_error("serve", EXIT_FAIL, "%s%s", why,
-		                  ro ? " (--read-only would serve it read-only)" : "");
+		tool_error("serve", EXIT_FAIL, "%s%s", why,
+		           ro ? " (--read-only would serve it read-only)" : "");
+		return NULL;
 	}
-	struct vdisk_nbd_server *s = vdisk_nbd_server_new(d, &cfg);
+	struct vdisk_nbd_server *s = vdisk_nbd_server_new(d, &a->cfg);
 	vdisk_unref(d);
 	if (!s)
-		return tool_error("serve", EXIT_FAIL, "%s", vdisk_errmsg());
+		tool_error("serve", EXIT_FAIL, "%s", vdisk_errmsg());
+	return s;
+}
 
+/* Where clients come from.  0, EXIT_FAIL or EXIT_USAGE; *activated for a
+ * socket from systemd. */
+static int listen_on(struct vdisk_nbd_server *s, const struct serve_args *a, bool *activated)
+{
 	int rc = 0;
 	const char *lpid = getenv("LISTEN_PID"), *lfds = getenv("LISTEN_FDS");
-	bool activated = !unix_path && !tcp && !stdio && lpid && lfds &&
-	                 strtol(lpid, NULL, 10) == (long)getpid() && strtol(lfds, NULL, 10) >= 1;
-	if (activated) {
+	*activated = !a->unix_path && !a->tcp && !a->stdio && lpid && lfds &&
+	             strtol(lpid, NULL, 10) == (long)getpid() && strtol(lfds, NULL, 10) >= 1;
+	if (*activated) {
 		/* systemd socket activation: the listening socket is fd 3 */
 		unsetenv("LISTEN_PID");
 		unsetenv("LISTEN_FDS");
 		unsetenv("LISTEN_FDNAMES");
 		rc = vdisk_nbd_server_listen_fd(s, 3);
-	} else if (unix_path) {
-		rc = vdisk_nbd_server_listen_unix(s, unix_path);
-	} else if (!stdio) {
+	} else if (a->unix_path) {
+		rc = vdisk_nbd_server_listen_unix(s, a->unix_path);
+	} else if (!a->stdio) {
 		char *host = NULL, *port = NULL;
 		char def[] = "127.0.0.1:10809";
-		if (split_hostport(tcp ? tcp : def, &host, &port) < 0) {
-			vdisk_nbd_server_free(s);
-			return tool_usage(cmd, "--tcp: '%s' is not HOST:PORT", tcp);
-		}
+		if (split_hostport(a->tcp ? a->tcp : def, &host, &port) < 0)
+			return tool_usage(&vdisk_cmd_serve, "--tcp: '%s' is not HOST:PORT", a->tcp);
 		/* an address given on the command line is the operator asking */
-		rc = vdisk_nbd_server_listen_tcp(s, host, port, tcp != NULL);
+		rc = vdisk_nbd_server_listen_tcp(s, host, port, a->tcp != NULL);
 	}
-	if (rc < 0) {
-		int status = tool_error("serve", EXIT_FAIL, "%s", vdisk_errmsg());
+	if (rc < 0)
+		return tool_error("serve", EXIT_FAIL, "%s", vdisk_errmsg());
+	return 0;
+}
+
+static int serve_main(int argc, char **argv)
+{
+	struct serve_args a;
+	int status = parse_args(&a, argc, argv);
+	if (status)
+		return status;
+	struct vdisk_nbd_server *s = open_server(&a);
+	if (!s)
+		return EXIT_FAIL;
+	bool activated = false;
+	status = listen_on(s, &a, &activated);
+	if (status) {
 		vdisk_nbd_server_free(s);
 		return status;
 	}
@@ -271,15 +378,16 @@ static int serve_main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	if (a.exit_with_parent && (status = exit_with_parent()) != 0)
+		goto out;
 
-	if (pid_file && write_pid_file(pid_file) < 0) {
-		int status = tool_error("serve", EXIT_FAIL, "--pid-file '%s': %s", pid_file,
-		                        strerror(errno));
-		g_server = NULL;
-		vdisk_nbd_server_free(s);
-		return status;
+	if (a.pid_file && write_pid_file(a.pid_file) < 0) {
+		status = tool_error("serve", EXIT_FAIL, "--pid-file '%s': %s", a.pid_file,
+		                    strerror(errno));
+		goto out;
 	}
-	if (stdio) {
+	int rc;
+	if (a.stdio) {
 		rc = vdisk_nbd_server_serve_fds(s, STDIN_FILENO, STDOUT_FILENO);
 	} else if (activated) {
 		rc = vdisk_nbd_server_run(s);
@@ -290,10 +398,11 @@ static int serve_main(int argc, char **argv)
 		free(uri);
 		rc = vdisk_nbd_server_run(s);
 	}
-	int status = rc < 0 ? tool_error("serve", EXIT_FAIL, "%s", vdisk_errmsg()) : EXIT_OK;
+	status = rc < 0 ? tool_error("serve", EXIT_FAIL, "%s", vdisk_errmsg()) : EXIT_OK;
+	if (a.pid_file)
+		unlink(a.pid_file);
+out:
 	g_server = NULL;
 	vdisk_nbd_server_free(s);
-	if (pid_file)
-		unlink(pid_file);
 	return status;
 }

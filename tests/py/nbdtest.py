@@ -86,7 +86,7 @@ class Server:
                     return int(line.split()[1])
         return 0
 
-    def stop(self, sig=signal.SIGTERM, timeout=30):
+    def stop(self, sig=signal.SIGTERM, timeout=30, flush_may_fail=False):
         if self.alive():
             self.proc.send_signal(sig)
         try:
@@ -101,6 +101,8 @@ class Server:
             sys.stderr.write(err)
         for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error:", "internal error"):
             assert bad not in err, f"server stderr has {bad!r}:\n{err}"
+        if flush_may_fail and rc == 1 and "flush at shutdown" in err:
+            rc = 0  # a disk that fails at random may fail the last flush too
         assert rc == 0, f"server exited {rc}:\n{err}"
         if self.own_tmp:
             shutil.rmtree(self.tmp, ignore_errors=True)

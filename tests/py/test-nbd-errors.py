@@ -50,7 +50,7 @@ def protocol_errors(srv, structured):
     check(r, CMD_WRITE_ZEROES, SIZE, 512, ENOSPC, what="zero past the end")
     check(r, CMD_WRITE_ZEROES, U64 - 511, 1024, ENOSPC, what="zero wrapping")
     check(r, CMD_CACHE, SIZE, 512, EINVAL, what="cache past the end")
-    # alignment (minimum block 512)
+    # alignment (minimum block 512, asked for by Raw.go(): strict)
     check(r, CMD_READ, 1, 512, EINVAL, read_len=512, what="unaligned read")
     check(r, CMD_WRITE, 0, 100, EINVAL, data=b"c" * 100, what="short write")
     check(r, CMD_TRIM, 512, 1, EINVAL, what="unaligned trim")
@@ -65,11 +65,12 @@ def protocol_errors(srv, structured):
         check(r, CMD_READ, 0, 512, EINVAL, flags=1 << 2, read_len=512, what="DF, simple")
     # FUA is accepted on any command once offered
     assert check(r, CMD_READ, 0, 512, 0, flags=1, read_len=512, what="FUA read") == b"a" * 512
-    # oversized payloads
-    big = (32 << 20) + 512
+    # oversized payloads (--max-payload 256K)
+    big = (256 << 10) + 512
     check(r, CMD_READ, 0, big, EOVERFLOW if structured else EINVAL, read_len=big,
-          what="read over 32 MiB")
-    check(r, CMD_WRITE, 0, big, EINVAL, data=bytes(big), what="write over 32 MiB")
+          what="read over the maximum")
+    check(r, CMD_WRITE, 0, big, EINVAL, data=bytes(big), what="write over the maximum")
+    check(r, CMD_WRITE, 1, big, EINVAL, data=bytes(big), what="unaligned write over it")
     # the connection is still in step after all that
     check(r, CMD_WRITE, 512, 512, 0, flags=1, data=b"e" * 512, what="FUA write")
     assert check(r, CMD_READ, 0, 1024, 0, read_len=1024) == b"a" * 512 + b"e" * 512
@@ -181,7 +182,7 @@ def error_message():
 
 
 def main():
-    with Server("ram:size=1M") as srv:
+    with Server("ram:size=1M", "--max-payload", "256K") as srv:
         protocol_errors(srv, structured=False)
         protocol_errors(srv, structured=True)
         libnbd_strict_off(srv)

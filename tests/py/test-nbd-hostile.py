@@ -4,8 +4,9 @@
 # Option lengths up to 4 GiB, names longer than their option, 4096-byte names
 # (accepted) and 4097-byte ones (refused), information and query counts past
 # the end of the option, unknown client flags, requests sent before
-# negotiation, pipelined negotiation, writes above 32 MiB, disconnects in the
-# middle of an option, of a payload and of a reply, a client that never reads
+# negotiation, pipelined negotiation, writes above --max-payload (aligned or
+# not), unaligned requests at the end of the export, disconnects in the middle
+# of an option, of a payload (of an unaligned write too) and of a reply, a client that never reads
 # its replies (memory stays bounded), slow clients (the handshake timeout), and
 # connection floods past --max-connections.
 import os
@@ -147,12 +148,29 @@ def bad_starts(srv, by):
 def transmission(srv, by):
     r = hs(srv)
     r.go(NAME, structured=True)
-    # a write above 32 MiB: refused; its payload is skipped, the stream stays in step
-    big = (32 << 20) + 4096
+    # a write above --max-payload: refused; its payload is skipped, the stream
+    # stays in step; the same unaligned
+    big = (8 << 20) + 4096
     r.request(CMD_WRITE, 0, big, cookie=1, data=b"\xee" * big)
+    assert r.read_reply()[:2] == (1, EINVAL)
+    r.request(CMD_WRITE, 7, big - 4095, cookie=1, data=b"\xee" * (big - 4095))
     assert r.read_reply()[:2] == (1, EINVAL)
     r.request(CMD_READ, 0, 512, cookie=2)
     assert r.read_reply()[:2] == (2, 0)
+    r.close()
+    # unaligned requests of a client that asked for no block sizes: a read and a
+    # write-zeroes at the very end, a write whose payload never comes
+    r = hs(srv)
+    r.go(NAME, infos=())
+    r.request(CMD_READ, r.size - 3, 3, cookie=5)
+    r.request(CMD_WRITE_ZEROES, r.size - 1, 1, cookie=6)
+    r.request(CMD_READ, r.size - 1, 2, cookie=7)
+    got = {}
+    for _ in range(3):
+        cookie, err, _data = r.read_reply()
+        got[cookie] = err
+    assert got == {5: 0, 6: 0, 7: EINVAL}, got
+    r.request(CMD_WRITE, 1, (8 << 20) - 1, cookie=8, data=b"u" * 1000)
     # a write whose payload never comes
     r.request(CMD_WRITE, 0, 1 << 20, cookie=3, data=b"q" * 1000)
     r.close()
@@ -242,7 +260,8 @@ def try_connect(srv):
 
 
 def main():
-    with Server("ram:size=64M", "--export-name", NAME.decode(), "--max-connections",
+    with Server("ram:size=64M", "--max-payload", "8M", "--export-name", NAME.decode(),
+                "--max-connections",
                 str(MAX_CONNS), "--handshake-timeout", "2") as srv:
         by = Bystander(srv)
         option_lengths(srv, by)

@@ -9,7 +9,7 @@ start_server() {
 	SERVER_PID=$!
 	cleanup_fn "kill $SERVER_PID 2>/dev/null; wait $SERVER_PID 2>/dev/null"
 	local i
-	for ((i = 0; i < 100; i++)); do
+	for ((i = 0; i < 600; i++)); do # 30 s: sanitizer builds on a busy machine start slowly
 		[[ -s $TMP/server.out ]] && break
 		kill -0 "$SERVER_PID" 2>/dev/null || fail "server died: $(cat "$TMP/server.err")"
 		sleep 0.05

@@ -24,7 +24,7 @@ q() { jq -r ".exports[0].$1" <<<"$json"; }
 [[ $(q block_size_minimum) == 512 ]] || fail "minimum block: $(q block_size_minimum)"
 phys=$("$VDISK" info --json "file:path=$img" | jq -r .physical_sector_size)
 [[ $(q block_size_preferred) == "$phys" ]] || fail "preferred block: $(q block_size_preferred)"
-[[ $(q block_size_maximum) == 33554432 ]] || fail "maximum block: $(q block_size_maximum)"
+[[ $(q block_size_maximum) == 67108864 ]] || fail "maximum block: $(q block_size_maximum)"
 [[ $(q is_read_only) == false ]] || fail "read-only"
 jq -e '.exports[0].contexts | index("base:allocation")' <<<"$json" >/dev/null ||
 	fail "no base:allocation: $json"

@@ -39,7 +39,7 @@ stop_server
 "$VDISK" serve ram:size=2M --tcp 127.0.0.1:0 >"$TMP/tcp.out" 2>"$TMP/tcp.err" &
 pid=$!
 cleanup_fn "kill $pid 2>/dev/null"
-for ((i = 0; i < 100; i++)); do [[ -s $TMP/tcp.out ]] && break; sleep 0.05; done
+for ((i = 0; i < 600; i++)); do [[ -s $TMP/tcp.out ]] && break; sleep 0.05; done
 tcp_uri=$(head -1 "$TMP/tcp.out")
 [[ $tcp_uri =~ ^nbd://127\.0\.0\.1:[0-9]+/$ ]] || fail "TCP URI: $tcp_uri"
 nbdinfo --size "$tcp_uri" | grep -qx 2097152 || fail "nbdinfo over TCP"

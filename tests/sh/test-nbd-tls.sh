@@ -54,7 +54,7 @@ stop_server
 	--tls-key "$pki/server-key.pem" >"$TMP/tcp.out" 2>"$TMP/tcp.err" &
 tcp_pid=$!
 cleanup_fn "kill $tcp_pid 2>/dev/null"
-for ((i = 0; i < 100; i++)); do [[ -s $TMP/tcp.out ]] && break; sleep 0.05; done
+for ((i = 0; i < 600; i++)); do [[ -s $TMP/tcp.out ]] && break; sleep 0.05; done
 port=$(sed -n 's|^nbds://127.0.0.1:\([0-9]*\)/.*|\1|p' "$TMP/tcp.out")
 [[ -n $port ]] || fail "TCP URI: $(cat "$TMP/tcp.out" "$TMP/tcp.err")"
 nbdinfo --size "nbds://localhost:$port/?tls-certificates=$pki" >/dev/null ||

@@ -1,5 +1,6 @@
 /* The embedding API of the NBD server (include/vdisk/nbd.h): configuration
- * checks, listeners (a non-loopback address only when asked, a Unix socket in
+ * checks (max_payload's range, an older struct_size keeping later members at
+ * their defaults, TLS file errors naming the file), listeners (a non-loopback address only when asked, a Unix socket in
  * use), URIs, serve_fds() over a socketpair with a client thread, and run()
  * ended by vdisk_nbd_server_stop() from another thread with a client still
  * connected. */
@@ -112,7 +113,33 @@ static void test_config(void **state)
 	cfg = (struct vdisk_nbd_config){.struct_size = sizeof cfg, .tls = VDISK_NBD_TLS_ON};
 	assert_null(vdisk_nbd_server_new(d, &cfg));
 	assert_non_null(strstr(vdisk_errmsg(), "tls"));
-	struct vdisk_nbd_server *s = vdisk_nbd_server_new(d, NULL);
+	/* --max-payload: a multiple of the sector, up to 256 MiB */
+	size_t bad[] = {1000, 256, (256u << 20) + 512};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		cfg = (struct vdisk_nbd_config){.struct_size = sizeof cfg, .max_payload = bad[i]};
+		assert_null(vdisk_nbd_server_new(d, &cfg));
+		assert_non_null(strstr(vdisk_errmsg(), "max_payload"));
+	}
+	cfg = (struct vdisk_nbd_config){.struct_size = sizeof cfg, .max_payload = 1u << 20};
+	struct vdisk_nbd_server *s = vdisk_nbd_server_new(d, &cfg);
+	assert_non_null(s);
+	vdisk_nbd_server_free(s);
+	/* a caller built before the later members: they keep their defaults */
+	cfg =
+	    (struct vdisk_nbd_config){.struct_size = offsetof(struct vdisk_nbd_config, max_payload),
+	                              .max_payload = 1000,
+	                              .tls_verify_peer = true};
+	s = vdisk_nbd_server_new(d, &cfg);
+	assert_non_null(s);
+	vdisk_nbd_server_free(s);
+	/* client certificates need certificates and a CA */
+	cfg = (struct vdisk_nbd_config){.struct_size = sizeof cfg,
+	                                .tls = VDISK_NBD_TLS_ON,
+	                                .tls_cert_dir = "/nonexistent-vdisk-dir",
+	                                .tls_verify_peer = true};
+	assert_null(vdisk_nbd_server_new(d, &cfg));
+	assert_non_null(strstr(vdisk_errmsg(), "/nonexistent-vdisk-dir/server-cert.pem"));
+	s = vdisk_nbd_server_new(d, NULL);
 	assert_non_null(s);
 	assert_null(vdisk_nbd_server_uri(s));
 	assert_int_equal(vdisk_nbd_server_run(s), -1); /* no listener */
