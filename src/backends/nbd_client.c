@@ -523,8 +523,11 @@ static void nbdc_ready(struct vdisk_watch *w, unsigned revents)
 	int rc = 0;
 	if (revents & (POLLIN | POLLERR | POLLHUP))
 		rc = nbd_aio_notify_read(s->h);
-	/* a hang-up must end in a dead handle, not a busy loop */
-	if (rc == 0 && (revents & (POLLOUT | POLLERR | POLLHUP)))
+	/* a hang-up while libnbd is sending must end in a dead handle, not a
+	 * busy loop: let the send fail */
+	if (rc == 0 && ((revents & POLLOUT) || ((revents & (POLLERR | POLLHUP)) &&
+	                                        (nbd_aio_get_direction(s->h) &
+	                                         LIBNBD_AIO_DIRECTION_WRITE))))
 		rc = nbd_aio_notify_write(s->h);
 	if (rc < 0)
 		nbdc_kill_from_libnbd(s);
