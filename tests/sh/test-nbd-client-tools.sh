@@ -82,3 +82,16 @@ expect_status 1 "$VDISK" info "$(nbd_spec "$QEMU_URI" export beta)"
 expect_stderr "export 'beta'"
 expect_status 0 "$VDISK" info "$(nbd_spec "$QEMU_URI" export alpha)"
 grep -q '16 MiB\|16777216' "$TMP/stdout" || fail "export alpha: $(cat "$TMP/stdout")"
+
+# --- TLS with a pre-shared key, against vdisk serve ---
+requires openssl
+echo "alice:$(openssl rand -hex 32)" >"$TMP/psk"
+start_server ram:size=16M --tls-psk "$TMP/psk"
+tls=$(nbd_spec "nbds+unix://alice@/?socket=$SOCK&tls-psk-file=$TMP/psk")
+"$VDISK" convert "$TMP/src.img" "$tls" || fail "convert file -> TLS export"
+expect_status 0 "$VDISK" compare "$tls" "$TMP/src.img"
+"$VDISK" info "$tls" --json | grep -q '"tls": true' || fail "TLS not negotiated"
+echo "alice:$(openssl rand -hex 32)" >"$TMP/wrong-psk"
+expect_status 1 "$VDISK" info "$(nbd_spec "nbds+unix://alice@/?socket=$SOCK&tls-psk-file=$TMP/wrong-psk")"
+expect_stderr "nbds+unix://alice@/"
+stop_server
