@@ -100,8 +100,7 @@ static int nbdc_fail_conn(const struct nbdc *c, struct nbd_handle *h, const char
 
 /* Run the handle's state machine until it leaves the connecting states or the
  * deadline passes. */
-static int nbdc_run_until(struct nbdc *c, struct nbd_handle *h, uint64_t deadline,
-                          const char *what)
+static int nbdc_run_until(struct nbdc *c, struct nbd_handle *h, uint64_t deadline, const char *what)
 {
 	while (nbd_aio_is_connecting(h)) {
 		uint64_t now = vdisk_now_ns();
@@ -202,7 +201,8 @@ static void nbdc_disconnect(struct nbdc *c, struct nbd_handle *h)
 				p.events |= POLLOUT;
 			if (poll(&p, 1, 100) <= 0)
 				continue;
-			if ((p.revents & (POLLIN | POLLERR | POLLHUP)) && nbd_aio_notify_read(h) < 0)
+			if ((p.revents & (POLLIN | POLLERR | POLLHUP)) &&
+			    nbd_aio_notify_read(h) < 0)
 				break;
 			if ((p.revents & POLLOUT) && nbd_aio_notify_write(h) < 0)
 				break;
@@ -259,7 +259,8 @@ static int nbdc_open(struct vdisk *d, json_t *cfg)
 	    vdisk_cfg_duration(cfg, "timeout", &timeout) < 0)
 		return -1;
 	if (!uri)
-		return vdisk_set_error("uri: missing (an NBD URI such as nbd+unix:///?socket=PATH)");
+		return vdisk_set_error(
+		    "uri: missing (an NBD URI such as nbd+unix:///?socket=PATH)");
 	c = calloc(1, sizeof *c);
 	if (!c)
 		return vdisk_set_error_errno(ENOMEM, "nbd");
@@ -309,8 +310,7 @@ static int nbdc_open(struct vdisk *d, json_t *cfg)
 		goto fail;
 	}
 	if (c->size % ss) {
-		vdisk_set_error("uri %s: export size %" PRIu64
-		                " is not a multiple of the %" PRIu32
+		vdisk_set_error("uri %s: export size %" PRIu64 " is not a multiple of the %" PRIu32
 		                "-byte sector (its tail could be neither read nor written)",
 		                c->uri, c->size, ss);
 		goto fail;
@@ -406,7 +406,8 @@ static void nbdc_kill(struct nbdc_queue *s, int err, const char *cause)
 	if (!s->h)
 		return;
 	s->dead_errno = err ? err : EIO;
-	snprintf(s->cause, sizeof s->cause, "%s", cause && *cause ? cause : strerror(s->dead_errno));
+	snprintf(s->cause, sizeof s->cause, "%s",
+	         cause && *cause ? cause : strerror(s->dead_errno));
 	vdisk_watch_stop(s->q, &s->w);
 	if (s->timer_on)
 		vdisk_timer_cancel(s->q, &s->timer);
@@ -525,9 +526,9 @@ static void nbdc_ready(struct vdisk_watch *w, unsigned revents)
 		rc = nbd_aio_notify_read(s->h);
 	/* a hang-up while libnbd is sending must end in a dead handle, not a
 	 * busy loop: let the send fail */
-	if (rc == 0 && ((revents & POLLOUT) || ((revents & (POLLERR | POLLHUP)) &&
-	                                        (nbd_aio_get_direction(s->h) &
-	                                         LIBNBD_AIO_DIRECTION_WRITE))))
+	if (rc == 0 &&
+	    ((revents & POLLOUT) || ((revents & (POLLERR | POLLHUP)) &&
+	                             (nbd_aio_get_direction(s->h) & LIBNBD_AIO_DIRECTION_WRITE))))
 		rc = nbd_aio_notify_write(s->h);
 	if (rc < 0)
 		nbdc_kill_from_libnbd(s);
@@ -538,7 +539,8 @@ static void nbdc_ready(struct vdisk_watch *w, unsigned revents)
 
 static void nbdc_timeout(struct vdisk_timer *t)
 {
-	struct nbdc_queue *s = (struct nbdc_queue *)((char *)t - offsetof(struct nbdc_queue, timer));
+	struct nbdc_queue *s =
+	    (struct nbdc_queue *)((char *)t - offsetof(struct nbdc_queue, timer));
 	s->timer_on = false;
 	if (!s->h || !s->fl_head)
 		return;
@@ -578,9 +580,10 @@ static int nbdc_queue_init(struct vdisk *d, struct vdisk_queue *q, void **qstate
 		    nbd_can_fua(s->h) != (int)c->can_fua ||
 		    nbd_can_trim(s->h) != (int)c->can_trim ||
 		    nbd_can_zero(s->h) != (int)c->can_zero) {
-			vdisk_set_error("uri %s: a new connection sees another export (size %" PRId64
-			                " instead of %" PRIu64 ", or other flags)",
-			                c->uri, size, c->size);
+			vdisk_set_error(
+			    "uri %s: a new connection sees another export (size %" PRId64
+			    " instead of %" PRIu64 ", or other flags)",
+			    c->uri, size, c->size);
 			nbdc_disconnect(c, s->h);
 			goto fail;
 		}
@@ -717,8 +720,9 @@ static int nbdc_rw(struct vdisk_req *r)
 		if (len > c->max_payload)
 			len = c->max_payload;
 		n->pending++;
-		int64_t ck = write ? nbd_aio_pwrite(s->h, buf + done, len, off + done, nbdc_cb(n), flags)
-		                   : nbd_aio_pread(s->h, buf + done, len, off + done, nbdc_cb(n), 0);
+		int64_t ck =
+		    write ? nbd_aio_pwrite(s->h, buf + done, len, off + done, nbdc_cb(n), flags)
+		          : nbd_aio_pread(s->h, buf + done, len, off + done, nbdc_cb(n), 0);
 		if (ck < 0) {
 			n->pending--;
 			nbdc_issue_failed(n);

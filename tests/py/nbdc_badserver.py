@@ -10,6 +10,7 @@ Negotiates like a plain newstyle server (no structured replies, export size
   unknown-cookie   answers the first request with a cookie never sent
   silent           reads requests and never answers
   close-handshake  closes the connection in the middle of the handshake
+  stall-handshake  accepts the connection and never says a word
   good             answers every request with zeros (a control)
 Serves connections one after another until killed.
 """
@@ -43,6 +44,9 @@ def opt_reply(c, opt, rtype, data=b""):
 
 
 def handshake(c, mode):
+    if mode == "stall-handshake":
+        c.recv(1 << 20)  # until the client gives up
+        return False
     c.sendall(b"NBDMAGIC" + struct.pack(">QH", OPT_MAGIC, 1 | 2))
     recv_exact(c, 4)
     if mode == "close-handshake":

@@ -1,8 +1,9 @@
 /* The nbd backend against misbehaving servers (tests/py/nbdc_badserver.py):
  * a server that closes in the middle of a reply, one that answers with a
  * cookie never sent, one that never answers, one that closes in the
- * handshake.  Every request in flight and every later one fails with an I/O
- * error whose errno names the cause; nothing hangs; nothing is reconnected. */
+ * handshake, one that never speaks.  Every request in flight and every
+ * later one fails with an I/O error whose errno names the cause; nothing
+ * hangs; nothing is reconnected. */
 #include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -60,8 +61,8 @@ static struct vdisk *open_bad(struct server *s, const char *timeout)
 {
 	char spec[1024];
 	snprintf(spec, sizeof spec,
-	         "{\"type\":\"nbd\",\"uri\":\"nbd+unix:///?socket=%s\",\"timeout\":\"%s\"}", s->sock,
-	         timeout);
+	         "{\"type\":\"nbd\",\"uri\":\"nbd+unix:///?socket=%s\",\"timeout\":\"%s\"}",
+	         s->sock, timeout);
 	struct vdisk *d = vdisk_open(spec, 0);
 	if (!d)
 		fail_msg("open: %s", vdisk_errmsg());
@@ -155,9 +156,24 @@ static void test_close_handshake(void **state)
 	server_start(&s, "close-handshake");
 	char spec[1024];
 	snprintf(spec, sizeof spec,
-	         "{\"type\":\"nbd\",\"uri\":\"nbd+unix:///?socket=%s\",\"timeout\":\"5s\"}", s.sock);
+	         "{\"type\":\"nbd\",\"uri\":\"nbd+unix:///?socket=%s\",\"timeout\":\"5s\"}",
+	         s.sock);
 	assert_null(vdisk_open(spec, 0));
 	assert_non_null(strstr(vdisk_errmsg(), s.sock));
+	server_stop(&s);
+}
+
+/* A server that accepts and never speaks: open gives up after the timeout. */
+static void test_stall_handshake(void **state)
+{
+	struct server s;
+	server_start(&s, "stall-handshake");
+	char spec[1024];
+	snprintf(spec, sizeof spec,
+	         "{\"type\":\"nbd\",\"uri\":\"nbd+unix:///?socket=%s\",\"timeout\":\"300ms\"}",
+	         s.sock);
+	assert_null(vdisk_open(spec, 0));
+	assert_non_null(strstr(vdisk_errmsg(), "no answer from the server"));
 	server_stop(&s);
 }
 
@@ -169,6 +185,7 @@ int main(void)
 	    cmocka_unit_test(test_unknown_cookie),
 	    cmocka_unit_test(test_silent),
 	    cmocka_unit_test(test_close_handshake),
+	    cmocka_unit_test(test_stall_handshake),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
