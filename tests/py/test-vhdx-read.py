@@ -57,9 +57,9 @@ def vdisk_read_all(path, size, extra=""):
 
 def qemu_images(tmp):
     patterns = [(0xAB, 0, MiB), (0x11, 5 * MiB, 4096), (0x22, 33 * MiB, 512),
-                (0x33, 299 * MiB, MiB), (0x44, 150 * MiB + 512, 7 * 512)]
-    cases = [("block_size=1M", 300), ("block_size=8M,block_state_zero=off", 300),
-             ("block_size=32M,subformat=fixed", 300), ("block_size=256M", 600)]
+                (0x33, 95 * MiB, MiB), (0x44, 50 * MiB + 512, 7 * 512)]
+    cases = [("block_size=1M", 96), ("block_size=8M,block_state_zero=off", 96),
+             ("block_size=32M,subformat=fixed", 96), ("block_size=256M", 600)]
     for opts, mib in cases:
         img = os.path.join(tmp, "q.vhdx")
         raw = os.path.join(tmp, "q.raw")
