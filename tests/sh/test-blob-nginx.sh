@@ -6,7 +6,8 @@
 # compared with the file served, redirects (5 followed, a 6th refused), the
 # query string never shown, a blob replaced while open failing reads (ETag
 # pinning, seen through `vdisk serve` and qemu-io), and a sqlite-cache over the
-# blob opened a second time and read whole from the cache with nginx stopped.
+# blob opened a second time and read whole from the cache with nginx stopped;
+# a VHD and a VHDX read through a blob.
 # ctest-timeout: 600
 source "$(dirname "$0")/functions.sh"
 source "$(dirname "$0")/http-functions.sh"
@@ -112,6 +113,19 @@ cached() {
 	printf '{"type":"layered","layers":[{"type":"ram"},{"type":"sqlite-cache","read-cache":true,"root":"%s"},{"type":"disk","disk":%s}]}' \
 		"$TMP/cache" "$(spec "$BASE/disk.img" "$1")"
 }
+# --- image formats over a blob: a dynamic VHD and a VHDX, read-only ----------
+requires qemu-img qemu-io
+qemu-img create -q -f vpc "$ROOT/d.vhd" 16M
+qemu-img create -q -f vhdx "$ROOT/d.vhdx" 16M
+for f in vpc:d.vhd vhdx:d.vhdx; do
+	qemu-io -f "${f%%:*}" -c "write -P 0x5a 1M 64k" -c "write -P 0x33 9M 4k" "$ROOT/${f#*:}" >/dev/null
+	qemu-img convert -f "${f%%:*}" -O raw "$ROOT/${f#*:}" "$TMP/${f#*:}.raw"
+done
+expect_status 0 "$VDISK" compare \
+	"{\"type\":\"vhd\",\"read-only\":true,\"inner\":$(spec "$BASE/d.vhd")}" "$TMP/d.vhd.raw"
+expect_status 0 "$VDISK" compare \
+	"{\"type\":\"vhdx\",\"read-only\":true,\"inner\":$(spec "$BASE/d.vhdx")}" "$TMP/d.vhdx.raw"
+
 mkdir -p "$TMP/cache"
 # a writable open (a RAM diff on top) creates and fills the cache; a read-only
 # one only reads it
