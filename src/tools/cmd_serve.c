@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "serve_iscsi.h"
 #include "tool.h"
 #include "vdisk/nbd.h"
 
@@ -160,6 +161,9 @@ static int serve_main(int argc, char **argv)
 	unsigned long v;
 	int c;
 	optind = 1;
+	int iscsi_status = serve_iscsi_args(cmd, &argc, argv);
+	if (iscsi_status)
+		return iscsi_status;
 	while ((c = getopt_long(argc, argv, "rv", opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_UNIX: unix_path = optarg; break;
@@ -232,6 +236,16 @@ static int serve_main(int argc, char **argv)
 		return tool_error("serve", EXIT_FAIL, "%s%s", why,
 		                  ro ? " (--read-only would serve it read-only)" : "");
 	}
+	if (serve_iscsi_wanted()) {
+		int st = !unix_path && !tcp && !stdio
+		             ? serve_iscsi_only(d, cfg.read_only, cfg.log_level, pid_file)
+		             : serve_iscsi_start(d, cfg.read_only, cfg.log_level) < 0 ? EXIT_FAIL
+		                                                                       : -1;
+		if (st >= 0) {
+			vdisk_unref(d);
+			return st;
+		}
+	}
 	struct vdisk_nbd_server *s = vdisk_nbd_server_new(d, &cfg);
 	vdisk_unref(d);
 	if (!s)
@@ -291,6 +305,8 @@ static int serve_main(int argc, char **argv)
 		rc = vdisk_nbd_server_run(s);
 	}
 	int status = rc < 0 ? tool_error("serve", EXIT_FAIL, "%s", vdisk_errmsg()) : EXIT_OK;
+	if (serve_iscsi_stop() < 0)
+		status = EXIT_FAIL;
 	g_server = NULL;
 	vdisk_nbd_server_free(s);
 	if (pid_file)
