@@ -564,7 +564,7 @@ static void on_data_out(struct isc_conn *c, const uint8_t *bhs, const uint8_t *d
 	if (ttt == 0xffffffff) {
 		/* unsolicited: DataSN counts within the unsolicited sequence */
 	}
-	if (datasn != k->exp_datasn && ttt == 0xffffffff) {
+	if (datasn != k->exp_datasn) {
 		isc_log(c->t, VDISK_ISCSI_LOG_CLIENT, "%s: Data-Out DataSN %" PRIu32 ", expected %" PRIu32,
 		        c->peer, datasn, k->exp_datasn);
 		send_reject(c, bhs, 0x09);

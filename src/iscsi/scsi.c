@@ -410,13 +410,17 @@ static void cmd_write(struct isc_task *k)
 	k->expected = n << t->shift;
 	if (n == 0)
 		return finish(k);
-	if (k->expected > k->edtl) {
-		/* SPDTL > EDTL: transfer nothing, say so (FCP-4 9.4.2 b) */
-		isc_task_check(k, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IU);
-		return finish(k);
-	}
 	if (caw_blocks(k))
 		return;
+	if (k->expected > k->edtl) {
+		/* SPDTL > EDTL: only the EDTL bytes are written (FCP-4 9.4.2 a),
+		 * which may end inside a block: the synchronous path merges it */
+		vdisk_status st = vdisk_status_ok();
+		if (k->edtl)
+			st = vdisk_pwrite(t->disk, k->buf, k->edtl, lba << t->shift, 0);
+		isc_task_status(k, st, true);
+		return finish(k);
+	}
 	k->nblocks = n;
 	k->lba = lba;
 	k->iov.iov_base = k->buf;
@@ -943,13 +947,26 @@ static void cmd_write_same(struct isc_task *k)
 		isc_task_check(k, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_CDB);
 		return finish(k);
 	}
+	if (n > (ISC_MAX_XFER >> t->shift)) {
+		/* over the MAXIMUM WRITE SAME LENGTH of the block limits */
+		isc_task_check(k, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_CDB);
+		return finish(k);
+	}
 	if (n == 0)
 		return finish(k);
 	if (caw_blocks(k))
 		return;
 	k->lba = lba;
 	k->nblocks = n;
-	bool zero = ndob || vdisk_buf_is_zero(k->buf, t->bs);
+	if (unmap && t->unmap == VDISK_UNMAP_UNSPECIFIED) {
+		/* UNMAP: the blocks are deallocated, whatever the data block */
+		int rc = vdisk_unmap(c->q, lba, n, 0, write_done, k);
+		if (rc < 0)
+			submit_failed(k, rc, true);
+		return;
+	}
+	bool zero = ndob || vdisk_buf_is_zero(k->buf, t->bs) ||
+	            (unmap && t->unmap == VDISK_UNMAP_ZEROES);
 	if (zero) {
 		unsigned flags = unmap && t->unmap == VDISK_UNMAP_ZEROES ? VDISK_ZERO_MAY_UNMAP : 0;
 		int rc = vdisk_write_zeroes(c->q, lba, n, flags, write_done, k);
@@ -1005,12 +1022,12 @@ static void cmd_compare_and_write(struct isc_task *k)
 	size_t bytes = (size_t)n << t->shift;
 	k->has_expected = true;
 	k->expected = 2 * bytes;
-	if (n == 0)
-		return finish(k);
 	if (k->edtl != 2 * bytes) {
 		isc_task_check(k, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_CDB);
 		return finish(k);
 	}
+	if (n == 0)
+		return finish(k);
 	if (pthread_mutex_trylock(&t->caw_lock) != 0) {
 		k->deferred = true;
 		c->deferred++;
@@ -1198,7 +1215,10 @@ static void cmd_report_opcodes(struct isc_task *k)
 			    (ro == 3 && !ops[i].has_sa))
 				f = &ops[i];
 		}
-		if ((ro == 1 && any_sa) || (ro == 2 && !any_sa && (f || rsa))) {
+		bool known = false;
+		for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+			known |= ops[i].op == rop;
+		if ((ro == 1 && any_sa) || (ro == 2 && known && !any_sa)) {
 			isc_task_check(k, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_CDB);
 			return finish(k);
 		}

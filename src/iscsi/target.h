@@ -198,13 +198,14 @@ struct isc_task {
 	unsigned next_ext;
 	struct iovec iov;
 	unsigned nexts;
-	struct vdisk_extent ext[64];
 	uint64_t expected; /* the command's own transfer size, for residuals */
 	bool has_expected;
 	/* a TMF waiting for this task to finish */
 	struct isc_task *tmf_waiter;
 	uint8_t tmf_response;
 	unsigned tmf_waiting; /* tasks a TMF task waits for */
+	/* last: not cleared when a task is reused */
+	struct vdisk_extent ext[64];
 };
 
 /* An output PDU: header (with its digest) and an optional data segment. */
