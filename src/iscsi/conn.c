@@ -652,6 +652,8 @@ static void on_tmf(struct isc_conn *c, const uint8_t *bhs)
 		struct isc_task *k = active_find(c, ref);
 		if (k)
 			abort_task(k, w);
+		else
+			w->tmf_response = 1; /* already answered: task does not exist */
 		break;
 	}
 	case 2: /* ABORT TASK SET */
@@ -669,7 +671,7 @@ static void on_tmf(struct isc_conn *c, const uint8_t *bhs)
 		}
 		if (fn >= 5) {
 			struct isc_target *t = c->t;
-			isc_ua_all(t, c->nexus, UA_RESET);
+			isc_ua_all(t, NULL, UA_RESET); /* SAM-5: every I_T nexus */
 			pthread_mutex_lock(&t->lock);
 			t->spc2_holder = NULL;
 			pthread_mutex_unlock(&t->lock);
