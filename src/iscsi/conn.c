@@ -925,6 +925,9 @@ void isc_conn_serve(struct isc_conn *c)
 		}
 		if (!c->closing && !c->fatal && !parse_input(c))
 			c->fatal = true;
+		/* requests that completed during their submission answer in this
+		 * same round, without another trip through poll() */
+		vdisk_queue_poll(c->q);
 		if (!flush_out(c))
 			break;
 		if (c->fatal && vdisk_queue_inflight(c->q) == 0)
