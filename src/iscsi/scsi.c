@@ -594,11 +594,19 @@ static void cmd_get_lba_status_done(void *opaque, vdisk_status st)
 	}
 	uint8_t b[8 + 16 * 64];
 	size_t n = 8;
+	uint64_t next = k->lba;
 	for (unsigned i = 0; i < k->nexts; i++) {
+		/* descriptors start at the LBA asked for and follow each other */
+		uint64_t end = k->ext[i].sector + k->ext[i].count;
+		if (end <= next)
+			continue;
 		uint8_t *d = b + n;
 		memset(d, 0, 16);
-		isc_put64(d, k->ext[i].sector);
-		uint64_t cnt = k->ext[i].count > 0xffffffffull ? 0xffffffffull : k->ext[i].count;
+		isc_put64(d, next);
+		uint64_t cnt = end - next;
+		next = end;
+		if (cnt > 0xffffffffull)
+			cnt = 0xffffffffull;
 		isc_put32(d + 8, (uint32_t)cnt);
 		d[12] = (k->ext[i].flags & VDISK_EXTENT_HOLE) ? 1 : 0;
 		n += 16;
@@ -628,6 +636,7 @@ static void cmd_get_lba_status(struct isc_task *k)
 	if (max > 64)
 		max = 64;
 	uint64_t count = cap - lba;
+	k->lba = lba;
 	int rc = vdisk_extents(k->c->q, lba, count, k->ext, max, &k->nexts, cmd_get_lba_status_done,
 	                       k);
 	if (rc < 0)
