@@ -44,15 +44,15 @@ enum {
 };
 
 struct vdisk_iscsi_config {
-	size_t struct_size;       /* sizeof(struct vdisk_iscsi_config) */
-	const char *target_name;  /* the IQN; NULL: "iqn.2026-01.org.vdisk:disk" */
-	bool read_only;           /* serve read-only even if the disk is writable */
-	unsigned max_connections; /* at once, logging in or not; 0: 64 */
-	int login_timeout_ms;     /* a login must complete within this; 0: 15 s;
+	size_t struct_size;        /* sizeof(struct vdisk_iscsi_config) */
+	const char *target_name;   /* the IQN; NULL: "iqn.2026-01.org.vdisk:disk" */
+	bool read_only;            /* serve read-only even if the disk is writable */
+	unsigned max_connections;  /* at once, logging in or not; 0: 64 */
+	int login_timeout_ms;      /* a login must complete within this; 0: 15 s;
 	                             negative: no limit */
-	const char *chap_file;    /* lines "user:secret": CHAP is then required */
+	const char *chap_file;     /* lines "user:secret": CHAP is then required */
 	const char *pr_state_file; /* persist reservations here (APTPL); NULL: none */
-	int log_level;            /* messages up to this level are logged */
+	int log_level;             /* messages up to this level are logged */
 	/* Receives each log line (no newline); NULL: "vdisk iscsi: ..." on stderr.
 	 * Called from the target's threads. */
 	void (*log)(void *opaque, int level, const char *msg);
@@ -68,8 +68,8 @@ struct vdisk_iscsi_target *vdisk_iscsi_target_new(struct vdisk *d,
 
 /* Listen on TCP host:port (port 0 picks a free one).  A host that is not a
  * loopback address is refused unless allow_remote is set.  Returns 0 or -1. */
-int vdisk_iscsi_target_listen_tcp(struct vdisk_iscsi_target *t, const char *host,
-                                  const char *port, bool allow_remote);
+int vdisk_iscsi_target_listen_tcp(struct vdisk_iscsi_target *t, const char *host, const char *port,
+                                  bool allow_remote);
 
 /* "iscsi://HOST:PORT/IQN/0" for the first listener, malloc'd; NULL if none. */
 char *vdisk_iscsi_target_uri(struct vdisk_iscsi_target *t);

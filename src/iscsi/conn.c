@@ -258,9 +258,8 @@ static bool flush_out(struct isc_conn *c)
 		size_t skip = c->out_off;
 		for (unsigned i = 0; i < c->out_count && n + 3 <= 192; i++) {
 			struct isc_out *o = &c->outq[(c->out_head + i) % ISC_OUTQ];
-			struct iovec parts[3] = {{o->hdr, o->hlen},
-			                         {(void *)o->data, o->dlen},
-			                         {o->tail, o->tail_len}};
+			struct iovec parts[3] = {
+			    {o->hdr, o->hlen}, {(void *)o->data, o->dlen}, {o->tail, o->tail_len}};
 			for (int j = 0; j < 3; j++) {
 				size_t len = parts[j].iov_len;
 				if (!len)
@@ -479,8 +478,9 @@ static void on_scsi_cmd(struct isc_conn *c, const uint8_t *bhs, const uint8_t *d
 	bool imm = bhs[0] & 0x40;
 	uint32_t cmdsn = isc_get32(bhs + 24);
 	if (!imm && !take_cmdsn(c, cmdsn)) {
-		isc_log(c->t, VDISK_ISCSI_LOG_CLIENT, "%s: CmdSN %" PRIu32 " outside [%" PRIu32
-		        ", %" PRIu32 "]: ignored", c->peer, cmdsn, c->exp_cmdsn, isc_max_cmdsn(c));
+		isc_log(c->t, VDISK_ISCSI_LOG_CLIENT,
+		        "%s: CmdSN %" PRIu32 " outside [%" PRIu32 ", %" PRIu32 "]: ignored",
+		        c->peer, cmdsn, c->exp_cmdsn, isc_max_cmdsn(c));
 		return;
 	}
 	struct isc_task *k = task_get(c);
@@ -565,8 +565,9 @@ static void on_data_out(struct isc_conn *c, const uint8_t *bhs, const uint8_t *d
 		/* unsolicited: DataSN counts within the unsolicited sequence */
 	}
 	if (datasn != k->exp_datasn) {
-		isc_log(c->t, VDISK_ISCSI_LOG_CLIENT, "%s: Data-Out DataSN %" PRIu32 ", expected %" PRIu32,
-		        c->peer, datasn, k->exp_datasn);
+		isc_log(c->t, VDISK_ISCSI_LOG_CLIENT,
+		        "%s: Data-Out DataSN %" PRIu32 ", expected %" PRIu32, c->peer, datasn,
+		        k->exp_datasn);
 		send_reject(c, bhs, 0x09);
 		c->fatal = true;
 		return;
@@ -716,8 +717,8 @@ static void on_pdu(struct isc_conn *c, const uint8_t *bhs, const uint8_t *data, 
 	c->last_rx = isc_now_ns();
 	if (c->phase == PH_LOGIN) {
 		if (op != OP_LOGIN_REQ) {
-			isc_log(c->t, VDISK_ISCSI_LOG_CLIENT, "%s: opcode 0x%02x before login", c->peer,
-			        op);
+			isc_log(c->t, VDISK_ISCSI_LOG_CLIENT, "%s: opcode 0x%02x before login",
+			        c->peer, op);
 			c->fatal = true;
 			return;
 		}
@@ -739,9 +740,7 @@ static void on_pdu(struct isc_conn *c, const uint8_t *bhs, const uint8_t *data, 
 		send_reject(c, bhs, 0x04);
 		c->fatal = true;
 		break;
-	default:
-		send_reject(c, bhs, 0x05);
-		break;
+	default: send_reject(c, bhs, 0x05); break;
 	}
 }
 
@@ -765,7 +764,8 @@ static bool parse_input(struct isc_conn *c)
 			max = ISC_MAX_RECV_DSL;
 		if (dlen > max) {
 			isc_log(c->t, VDISK_ISCSI_LOG_CLIENT,
-			        "%s: data segment of %" PRIu32 " bytes is over the %" PRIu32 " declared",
+			        "%s: data segment of %" PRIu32 " bytes is over the %" PRIu32
+			        " declared",
 			        c->peer, dlen, max);
 			return false;
 		}
@@ -904,9 +904,9 @@ static void end_session(struct isc_conn *c)
 void isc_conn_serve(struct isc_conn *c)
 {
 	struct isc_target *t = c->t;
-	c->q = vdisk_queue_create(t->disk, &(struct vdisk_queue_opts){
-	                                       .struct_size = sizeof(struct vdisk_queue_opts),
-	                                       .depth = ISC_WINDOW * 2});
+	c->q = vdisk_queue_create(
+	    t->disk, &(struct vdisk_queue_opts){.struct_size = sizeof(struct vdisk_queue_opts),
+	                                        .depth = ISC_WINDOW * 2});
 	if (!c->q) {
 		isc_log(t, VDISK_ISCSI_LOG_ERROR, "%s: queue: %s", c->peer, vdisk_errmsg());
 		return;
@@ -941,7 +941,8 @@ void isc_conn_serve(struct isc_conn *c)
 			break;
 		uint64_t now = isc_now_ns();
 		if (c->phase == PH_LOGIN && c->login_deadline && now > c->login_deadline) {
-			isc_log(t, VDISK_ISCSI_LOG_CLIENT, "%s: login not complete in time", c->peer);
+			isc_log(t, VDISK_ISCSI_LOG_CLIENT, "%s: login not complete in time",
+			        c->peer);
 			break;
 		}
 		if (grace && now > grace && !busy)
@@ -949,7 +950,8 @@ void isc_conn_serve(struct isc_conn *c)
 		if (c->phase == PH_FULL && !c->closing && c->is_socket &&
 		    now - c->last_rx > ISC_NOP_INTERVAL_NS) {
 			if (c->nop_outstanding) {
-				isc_log(t, VDISK_ISCSI_LOG_CLIENT, "%s: no answer to NOP-In", c->peer);
+				isc_log(t, VDISK_ISCSI_LOG_CLIENT, "%s: no answer to NOP-In",
+				        c->peer);
 				break;
 			}
 			uint8_t bhs[ISC_BHS] = {OP_NOP_IN, 0x80};

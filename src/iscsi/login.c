@@ -583,7 +583,8 @@ static void local_address(struct isc_conn *c, char *out, size_t len)
 	unsigned port = 3260;
 	if (c->is_socket && getsockname(c->in_fd, (struct sockaddr *)&ss, &sl) == 0) {
 		if (ss.ss_family == AF_INET) {
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof host);
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host,
+			          sizeof host);
 			port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
 		} else if (ss.ss_family == AF_INET6) {
 			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host,
@@ -670,7 +671,8 @@ void isc_text_pdu(struct isc_conn *c, const uint8_t *bhs, const uint8_t *data, u
 		} else if (strcmp(k, "HeaderDigest") == 0 || strcmp(k, "DataDigest") == 0 ||
 		           strcmp(k, "MaxBurstLength") == 0 || strcmp(k, "FirstBurstLength") == 0 ||
 		           strcmp(k, "InitialR2T") == 0 || strcmp(k, "ImmediateData") == 0 ||
-		           strcmp(k, "MaxConnections") == 0 || strcmp(k, "ErrorRecoveryLevel") == 0 ||
+		           strcmp(k, "MaxConnections") == 0 ||
+		           strcmp(k, "ErrorRecoveryLevel") == 0 ||
 		           strcmp(k, "MaxOutstandingR2T") == 0) {
 			/* leading-only keys may not be renegotiated */
 			kv_add(o, k, "Reject");

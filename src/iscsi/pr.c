@@ -28,8 +28,9 @@ static struct vdisk *open_pr(struct isc_target *t, const uint8_t host_id[16])
 	char hex[33];
 	for (int i = 0; i < 16; i++)
 		snprintf(hex + 2 * i, 3, "%02x", host_id[i]);
-	json_t *spec = json_pack("{s:s,s:s,s:s,s:{s:s,s:s}}", "type", "prwrap", "domain",
-	                         t->pr_domain, "host-id", hex, "inner", "type", "null", "size", "1M");
+	json_t *spec =
+	    json_pack("{s:s,s:s,s:s,s:{s:s,s:s}}", "type", "prwrap", "domain", t->pr_domain,
+	              "host-id", hex, "inner", "type", "null", "size", "1M");
 	if (!spec)
 		return NULL;
 	if (t->pr_state_file)
@@ -230,7 +231,7 @@ void isc_pr_in(struct isc_task *k)
 		vdisk_pr_capabilities(t->pr_anchor, &caps);
 		memset(b, 0, 8);
 		isc_put16(b, 8);
-		b[2] = caps.persist_through_power_loss ? 0x01 : 0; /* PTPL_C */
+		b[2] = caps.persist_through_power_loss ? 0x01 : 0;            /* PTPL_C */
 		b[3] = 0x80 | (s->rep.persist_through_power_loss ? 0x01 : 0); /* TMV, PTPL_A */
 		uint16_t mask = 0;
 		if (caps.types & (1u << VDISK_PR_WRITE_EXCLUSIVE))

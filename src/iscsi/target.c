@@ -218,8 +218,8 @@ ISC_EXPORT struct vdisk_iscsi_target *vdisk_iscsi_target_new(struct vdisk *d,
 	}
 	memcpy(&def, cfg, cfg->struct_size);
 	cfg = &def;
-	const char *name = cfg->target_name && *cfg->target_name ? cfg->target_name
-	                                                          : ISC_DEFAULT_NAME;
+	const char *name =
+	    cfg->target_name && *cfg->target_name ? cfg->target_name : ISC_DEFAULT_NAME;
 	if (!valid_target_name(name)) {
 		vdisk_set_error("target-name '%s': not an iSCSI name (iqn.YYYY-MM.domain:id, "
 		                "lower case letters, digits, '.', '-', ':')",
@@ -240,9 +240,10 @@ ISC_EXPORT struct vdisk_iscsi_target *vdisk_iscsi_target_new(struct vdisk *d,
 	t->name = strdup(name);
 	t->read_only = cfg->read_only || vdisk_read_only(d);
 	t->max_conns = cfg->max_connections ? cfg->max_connections : 64;
-	t->login_timeout_ns = cfg->login_timeout_ms < 0    ? -1
-	                      : cfg->login_timeout_ms == 0 ? 15000000000ll
-	                                                   : (int64_t)cfg->login_timeout_ms * 1000000;
+	t->login_timeout_ns = cfg->login_timeout_ms < 0 ? -1
+	                      : cfg->login_timeout_ms == 0
+	                          ? 15000000000ll
+	                          : (int64_t)cfg->login_timeout_ms * 1000000;
 	t->log_level = cfg->log_level;
 	t->log = cfg->log;
 	t->log_opaque = cfg->log_opaque;
@@ -481,7 +482,8 @@ ISC_EXPORT int vdisk_iscsi_target_run(struct vdisk_iscsi_target *tt)
 	vdisk_status st = vdisk_flush_sync(t->disk);
 	if (!vdisk_ok(st) && !t->read_only) {
 		char b[128];
-		return vdisk_set_error("iscsi: flush at stop: %s", vdisk_status_str(st, b, sizeof b));
+		return vdisk_set_error("iscsi: flush at stop: %s",
+		                       vdisk_status_str(st, b, sizeof b));
 	}
 	return 0;
 }

@@ -31,17 +31,17 @@
 #define ISC_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
 #define ISC_BHS 48
-#define ISC_MAX_RECV_DSL (256u << 10)   /* our MaxRecvDataSegmentLength */
+#define ISC_MAX_RECV_DSL (256u << 10) /* our MaxRecvDataSegmentLength */
 #define ISC_MAX_AHS (255u * 4)
 #define ISC_IN_SIZE (ISC_BHS + ISC_MAX_AHS + 8 + ISC_MAX_RECV_DSL + 8)
-#define ISC_WINDOW 64                    /* commands accepted at once */
-#define ISC_MAX_XFER (8u << 20)          /* largest data transfer of one command */
+#define ISC_WINDOW 64           /* commands accepted at once */
+#define ISC_MAX_XFER (8u << 20) /* largest data transfer of one command */
 #define ISC_MAX_INFLIGHT_BYTES (64u << 20)
-#define ISC_MAX_BURST (1u << 20)         /* our MaxBurstLength */
-#define ISC_FIRST_BURST (256u << 10)     /* our FirstBurstLength */
-#define ISC_MAX_R2T 4                    /* our MaxOutstandingR2T */
-#define ISC_MAX_TEXT (64u << 10)         /* login / text keys kept */
-#define ISC_OUTQ 2048                    /* PDUs queued for output */
+#define ISC_MAX_BURST (1u << 20)     /* our MaxBurstLength */
+#define ISC_FIRST_BURST (256u << 10) /* our FirstBurstLength */
+#define ISC_MAX_R2T 4                /* our MaxOutstandingR2T */
+#define ISC_MAX_TEXT (64u << 10)     /* login / text keys kept */
+#define ISC_OUTQ 2048                /* PDUs queued for output */
 #define ISC_MAX_CAW_BLOCKS 255
 #define ISC_MAX_UNMAP_DESC 256
 #define ISC_MAX_NEXUS 1024
@@ -145,8 +145,8 @@ struct isc_nexus {
 	struct isc_nexus *next;
 	char *iname;
 	uint8_t isid[6];
-	uint8_t host_id[16]; /* its host id in the reservation domain */
-	_Atomic uint32_t ua; /* UA_* pending */
+	uint8_t host_id[16];   /* its host id in the reservation domain */
+	_Atomic uint32_t ua;   /* UA_* pending */
 	struct isc_conn *conn; /* its live session's connection, or NULL */
 	uint64_t last_used;
 };
@@ -157,22 +157,22 @@ struct isc_nexus {
 
 struct isc_task {
 	struct isc_conn *c;
-	struct isc_task *next;      /* free list or the active list */
+	struct isc_task *next; /* free list or the active list */
 	uint32_t itt, cmdsn, edtl;
 	uint64_t lun;
 	uint8_t cdb[16];
 	bool read, write, immediate;
-	bool active;      /* in the active list */
-	bool aborted;     /* no response is to be sent */
-	bool executing;   /* submitted to the disk */
-	bool deferred;    /* waiting for COMPARE AND WRITE to finish elsewhere */
+	bool active;         /* in the active list */
+	bool aborted;        /* no response is to be sent */
+	bool executing;      /* submitted to the disk */
+	bool deferred;       /* waiting for COMPARE AND WRITE to finish elsewhere */
 	bool counted_writer; /* counted in t->writers */
-	int refs;         /* output entries still referring to buf */
+	int refs;            /* output entries still referring to buf */
 	/* payload */
 	uint8_t *buf;
-	size_t cap;       /* bytes allocated at buf */
+	size_t cap; /* bytes allocated at buf */
 	uint8_t buf_cls;
-	size_t charged;   /* counted in c->inflight_bytes */
+	size_t charged; /* counted in c->inflight_bytes */
 	/* data-out */
 	uint32_t have;     /* bytes of data-out received */
 	uint32_t want;     /* bytes of data-out to receive (<= edtl) */
@@ -186,7 +186,7 @@ struct isc_task {
 	uint16_t asc;
 	bool info_valid;
 	uint32_t info;
-	uint32_t xfer;  /* data-in bytes produced in buf */
+	uint32_t xfer; /* data-in bytes produced in buf */
 	uint32_t datasn;
 	/* the operation's progress */
 	uint64_t lba;
@@ -244,9 +244,9 @@ struct isc_conn {
 	char peer[80];
 	char local_addr[80]; /* "HOST:PORT" for SendTargets */
 	enum conn_phase phase;
-	bool closing;   /* no more input; finish output */
+	bool closing; /* no more input; finish output */
 	bool in_eof;
-	bool fatal;     /* drop at once */
+	bool fatal; /* drop at once */
 	uint64_t login_deadline;
 	uint64_t last_rx;
 	uint32_t nop_ttt;
@@ -296,9 +296,9 @@ struct isc_conn {
 	unsigned deferred;     /* tasks waiting on COMPARE AND WRITE */
 
 	/* reservations */
-	struct vdisk *pr;       /* this nexus's initiator in the domain, lazily */
-	unsigned pr_seq;        /* t->pr_seq this access was computed at */
-	uint8_t pr_access;      /* PR_ACC_* */
+	struct vdisk *pr;  /* this nexus's initiator in the domain, lazily */
+	unsigned pr_seq;   /* t->pr_seq this access was computed at */
+	uint8_t pr_access; /* PR_ACC_* */
 	bool pr_known;
 
 	/* disk */

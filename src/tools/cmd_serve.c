@@ -239,8 +239,8 @@ static int serve_main(int argc, char **argv)
 	if (serve_iscsi_wanted()) {
 		int st = !unix_path && !tcp && !stdio
 		             ? serve_iscsi_only(d, cfg.read_only, cfg.log_level, pid_file)
-		             : serve_iscsi_start(d, cfg.read_only, cfg.log_level) < 0 ? EXIT_FAIL
-		                                                                       : -1;
+		         : serve_iscsi_start(d, cfg.read_only, cfg.log_level) < 0 ? EXIT_FAIL
+		                                                                  : -1;
 		if (st >= 0) {
 			vdisk_unref(d);
 			return st;

@@ -72,9 +72,9 @@ static int take(int *argc, char **argv, int i, const char *name, const char **va
 
 int serve_iscsi_args(const struct vdisk_cmd *cmd, int *argc, char **argv)
 {
-	static const char *const names[] = {"--iscsi", "--target-name", "--iscsi-chap-file",
-	                                    "--iscsi-pr-state", "--iscsi-max-connections",
-	                                    "--iscsi-login-timeout"};
+	static const char *const names[] = {
+	    "--iscsi",          "--target-name",           "--iscsi-chap-file",
+	    "--iscsi-pr-state", "--iscsi-max-connections", "--iscsi-login-timeout"};
 	for (int i = 1; i < *argc;) {
 		if (strcmp(argv[i], "--") == 0)
 			break;
@@ -104,20 +104,21 @@ int serve_iscsi_args(const struct vdisk_cmd *cmd, int *argc, char **argv)
 		case 3: g.pr_state_file = val; break;
 		case 4:
 			if (parse_uint(val, 100000, &v) < 0 || v == 0)
-				return tool_usage(cmd, "--iscsi-max-connections: '%s' is not 1..100000",
-				                  val);
+				return tool_usage(
+				    cmd, "--iscsi-max-connections: '%s' is not 1..100000", val);
 			g.max_conns = (unsigned)v;
 			break;
 		case 5:
 			if (parse_uint(val, 86400, &v) < 0)
-				return tool_usage(cmd, "--iscsi-login-timeout: '%s' is not 0..86400 seconds",
-				                  val);
+				return tool_usage(
+				    cmd, "--iscsi-login-timeout: '%s' is not 0..86400 seconds",
+				    val);
 			g.login_timeout_ms = v ? (int)(v * 1000) : -1;
 			break;
 		}
 	}
-	if (!g.listen && (g.target_name || g.chap_file || g.pr_state_file || g.max_conns ||
-	                  g.login_timeout_ms))
+	if (!g.listen &&
+	    (g.target_name || g.chap_file || g.pr_state_file || g.max_conns || g.login_timeout_ms))
 		return tool_usage(cmd, "iSCSI options need --iscsi HOST:PORT");
 	return 0;
 }
@@ -230,7 +231,8 @@ int serve_iscsi_only(struct vdisk *d, bool read_only, int log_level, const char 
 	if (pid_file) {
 		char tmp[PATH_MAX];
 		FILE *f = NULL;
-		if (snprintf(tmp, sizeof tmp, "%s.tmp%d", pid_file, (int)getpid()) < (int)sizeof tmp)
+		if (snprintf(tmp, sizeof tmp, "%s.tmp%d", pid_file, (int)getpid()) <
+		    (int)sizeof tmp)
 			f = fopen(tmp, "w");
 		if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0 ||
 		    rename(tmp, pid_file) < 0) {

@@ -119,6 +119,13 @@ try:
     time.sleep(0.2)
     c = conn(srv, "after")
     c.full_login()
+    # the LUN RESET above left a unit attention for this nexus (SAM-5: every
+    # I_T nexus): reported once, then gone
+    st, _, sense = c.scsi(bytes(6))
+    check(st == 2 and sense[2] & 0x0F == 6 and sense[12:14] == b"\x29\x03",
+          "no RESET unit attention after the LUN RESET: status %d sense %r" % (st, sense[:14]))
+    st, _, _ = c.scsi(bytes(6))
+    check(st == 0, "the unit attention was reported twice")
     st, back, _ = c.scsi(read10(8, 32), read_len=len(data))
     check(st == 0 and back == data, "the disk after the hostile clients")
     c.logout()
