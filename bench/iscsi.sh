@@ -26,6 +26,9 @@ W=$(mktemp -d /tmp/vdisk-bench-iscsi.XXXXXX)
 pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	sleep 1
+	# tgtd ignores SIGTERM while it has targets
+	for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	rm -rf "$W"
 }
