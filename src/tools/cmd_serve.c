@@ -10,6 +10,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "serve_iscsi.h"
 #include "tool.h"
 #include "vdisk/backend.h"
 #include "vdisk/nbd.h"
@@ -18,7 +19,7 @@ static int serve_main(int argc, char **argv);
 
 const struct vdisk_cmd vdisk_cmd_serve = {
     .name = "serve",
-    .summary = "export a disk over NBD",
+    .summary = "export a disk over NBD and/or iSCSI",
     .usage =
         "Usage: vdisk serve SPEC [options]\n\n"
         "Serves SPEC to NBD clients (nbdinfo, nbdcopy, qemu, fio, nbdfuse) until SIGINT\n"
@@ -57,7 +58,14 @@ const struct vdisk_cmd vdisk_cmd_serve = {
         "  --tls-ca FILE           PEM CA certificates (default: DIR/ca-cert.pem)\n"
         "  --tls-allow PATTERN     only clients whose certificate subject (RFC 2253,\n"
         "                          'CN=alice,O=Example') or PSK identity matches\n"
-        "  --tls-psk FILE          pre-shared keys, lines 'identity:hexkey' (psktool format)\n\n"
+        "  --tls-psk FILE          pre-shared keys, lines 'identity:hexkey' (psktool format)\n"
+        "iSCSI (see vdisk-iscsi(7)):\n"
+        "  --iscsi HOST:PORT       serve SPEC as an iSCSI target too (alone unless an NBD\n"
+        "                          listener is given with --unix, --tcp or --stdio)\n"
+        "  --target-name IQN       the target's name\n"
+        "  --iscsi-chap-file FILE  require CHAP with these secrets\n"
+        "  --iscsi-pr-state FILE   keep persistent reservations across restarts\n"
+        "  --iscsi-max-connections N, --iscsi-login-timeout S   limits for initiators\n\n"
         "Exit status: 0 after a clean stop, 1 on failure, 2 on a usage error.\n",
     .main = serve_main,
 };
@@ -305,7 +313,7 @@ static int exit_with_parent(void)
 	return 0;
 }
 
-static struct vdisk_nbd_server *open_server(const struct serve_args *a)
+static struct vdisk *open_disk(const struct serve_args *a)
 {
 	struct vdisk *d = vdisk_open(a->spec, a->cfg.read_only ? VDISK_OPEN_READ_ONLY : 0);
 	if (!d) {
@@ -318,13 +326,8 @@ static struct vdisk_nbd_server *open_server(const struct serve_args *a)
 			vdisk_unref(ro);
 		tool_error("serve", EXIT_FAIL, "%s%s", why,
 		           ro ? " (--read-only would serve it read-only)" : "");
-		return NULL;
 	}
-	struct vdisk_nbd_server *s = vdisk_nbd_server_new(d, &a->cfg);
-	vdisk_unref(d);
-	if (!s)
-		tool_error("serve", EXIT_FAIL, "%s", vdisk_errmsg());
-	return s;
+	return d;
 }
 
 /* Where clients come from.  0, EXIT_FAIL or EXIT_USAGE; *activated for a
@@ -359,16 +362,37 @@ static int listen_on(struct vdisk_nbd_server *s, const struct serve_args *a, boo
 static int serve_main(int argc, char **argv)
 {
 	struct serve_args a;
-	int status = parse_args(&a, argc, argv);
+	int status = serve_iscsi_args(&vdisk_cmd_serve, &argc, argv);
 	if (status)
 		return status;
-	struct vdisk_nbd_server *s = open_server(&a);
-	if (!s)
+	status = parse_args(&a, argc, argv);
+	if (status)
+		return status;
+	struct vdisk *d = open_disk(&a);
+	if (!d)
 		return EXIT_FAIL;
+	if (serve_iscsi_wanted()) {
+		/* iSCSI alone unless an NBD listener was asked for too */
+		int st = !a.unix_path && !a.tcp && !a.stdio
+		             ? serve_iscsi_only(d, a.cfg.read_only, a.cfg.log_level, a.pid_file)
+		         : serve_iscsi_start(d, a.cfg.read_only, a.cfg.log_level) < 0 ? EXIT_FAIL
+		                                                                      : -1;
+		if (st >= 0) {
+			vdisk_unref(d);
+			return st;
+		}
+	}
+	struct vdisk_nbd_server *s = vdisk_nbd_server_new(d, &a.cfg);
+	vdisk_unref(d);
+	if (!s) {
+		serve_iscsi_stop();
+		return tool_error("serve", EXIT_FAIL, "%s", vdisk_errmsg());
+	}
 	bool activated = false;
 	status = listen_on(s, &a, &activated);
 	if (status) {
 		vdisk_nbd_server_free(s);
+		serve_iscsi_stop();
 		return status;
 	}
 
@@ -404,5 +428,7 @@ static int serve_main(int argc, char **argv)
 out:
 	g_server = NULL;
 	vdisk_nbd_server_free(s);
+	if (serve_iscsi_stop() < 0)
+		status = EXIT_FAIL;
 	return status;
 }
