@@ -538,14 +538,14 @@ void vd_wake_resize_waiters(struct vdisk *d)
 	struct vdisk_req **pp = &d->waiters;
 	while (*pp) {
 		struct vdisk_req *r = *pp;
-		if (r->resize_old != cur) {
-			*pp = r->next;
-			r->next = NULL;
-			*r->resize_out = cur;
+		if (r->internal.resize_old != cur) {
+			*pp = r->internal.next;
+			r->internal.next = NULL;
+			*r->internal.resize_out = cur;
 			/* under d->lock, so the queue cannot be destroyed meanwhile */
 			vd_complete_remote(r, vdisk_status_ok());
 		} else {
-			pp = &r->next;
+			pp = &r->internal.next;
 		}
 	}
 	pthread_mutex_unlock(&d->lock);

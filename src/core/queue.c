@@ -116,19 +116,19 @@ static void drop_waiters(struct vdisk_queue *q)
 	while (*pp) {
 		struct vdisk_req *r = *pp;
 		if (r->q == q) {
-			*pp = r->next;
+			*pp = r->internal.next;
 			q->inflight--;
 			vd_req_put(r);
 		} else {
-			pp = &r->next;
+			pp = &r->internal.next;
 		}
 	}
 	pthread_mutex_unlock(&d->lock);
 	/* woken ones not yet delivered */
 	struct vdisk_req *r = atomic_exchange(&q->remote, NULL);
 	while (r) {
-		struct vdisk_req *next = r->next;
-		if (r->op == VD_OP_WAIT_RESIZE && r->origin == VD_ORIGIN_USER) {
+		struct vdisk_req *next = r->internal.next;
+		if (r->op == VD_OP_WAIT_RESIZE && r->internal.origin == VD_ORIGIN_USER) {
 			q->inflight--;
 			vd_req_put(r);
 		} else {
@@ -138,17 +138,17 @@ static void drop_waiters(struct vdisk_queue *q)
 	}
 	for (struct vdisk_req **p = &q->done_head; *p;) {
 		r = *p;
-		if (r->op == VD_OP_WAIT_RESIZE && r->origin == VD_ORIGIN_USER) {
-			*p = r->next;
+		if (r->op == VD_OP_WAIT_RESIZE && r->internal.origin == VD_ORIGIN_USER) {
+			*p = r->internal.next;
 			q->inflight--;
 			vd_req_put(r);
 		} else {
-			p = &r->next;
+			p = &r->internal.next;
 		}
 	}
 	q->done_tail = &q->done_head;
 	while (*q->done_tail)
-		q->done_tail = &(*q->done_tail)->next;
+		q->done_tail = &(*q->done_tail)->internal.next;
 }
 
 VD_EXPORT void vdisk_queue_destroy(struct vdisk_queue *q)
@@ -245,17 +245,17 @@ static unsigned take_remote(struct vdisk_queue *q)
 	struct vdisk_req *rev = NULL;
 	unsigned n = 0;
 	while (r) {
-		struct vdisk_req *next = r->next;
-		r->next = rev;
+		struct vdisk_req *next = r->internal.next;
+		r->internal.next = rev;
 		rev = r;
 		r = next;
 		n++;
 	}
 	while (rev) {
-		struct vdisk_req *next = rev->next;
-		rev->next = NULL;
+		struct vdisk_req *next = rev->internal.next;
+		rev->internal.next = NULL;
 		*q->done_tail = rev;
-		q->done_tail = &rev->next;
+		q->done_tail = &rev->internal.next;
 		rev = next;
 	}
 	q->remote_expected -= n;
@@ -399,7 +399,7 @@ VD_EXPORT int vdisk_queue_poll(struct vdisk_queue *q)
 		q->done_head = NULL;
 		q->done_tail = &q->done_head;
 		while (r) {
-			struct vdisk_req *next = r->next;
+			struct vdisk_req *next = r->internal.next;
 			vd_deliver(r);
 			progress++;
 			r = next;
