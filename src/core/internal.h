@@ -153,7 +153,6 @@ struct vdisk_queue {
 };
 
 /* disk.c */
-void vd_disk_put(struct vdisk *d);
 struct vdisk *vd_open_spec_json(json_t *spec, const char *path, struct vdisk *parent,
                                 bool read_only);
 uint64_t vd_sector_count(const struct vdisk *d);
@@ -178,6 +177,7 @@ void vd_req_put(struct vdisk_req *r);
 int vd_submit(struct vdisk_req *r);
 void vd_deliver(struct vdisk_req *r);
 void vd_pool_free_all(struct vd_pool *p);
+int vd_pool_reserve(struct vdisk_queue *q, unsigned index, unsigned n);
 void vd_complete_remote(struct vdisk_req *r, vdisk_status st);
 
 /* queue.c */

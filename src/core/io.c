@@ -41,6 +41,17 @@ static int pool_grow(struct vd_pool *p, uint16_t index)
 	return 0;
 }
 
+/* Grow layer index's pool of q until it holds at least n requests, so that n
+ * requests in flight at once allocate nothing (vdisk_queue_opts.depth). */
+int vd_pool_reserve(struct vdisk_queue *q, unsigned index, unsigned n)
+{
+	struct vd_pool *p = &q->pools[index];
+	for (unsigned have = 0; have < n; have += POOL_SLAB)
+		if (pool_grow(p, (uint16_t)index) < 0)
+			return -1;
+	return 0;
+}
+
 void vd_pool_free_all(struct vd_pool *p)
 {
 	while (p->slabs) {

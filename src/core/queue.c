@@ -15,14 +15,23 @@
 
 #define DEFAULT_BOUNCE_BUDGET (16u << 20)
 #define POLL_ROUNDS 4
+#define VD_QUEUE_MAX_DEPTH 65536u
 
 VD_EXPORT struct vdisk_queue *vdisk_queue_create(struct vdisk *d,
                                                  const struct vdisk_queue_opts *opts)
 {
-	(void)opts;
 	vd_clear_error();
 	if (!d) {
 		vdisk_set_error("vdisk_queue_create: disk is NULL");
+		return NULL;
+	}
+	/* options from an older header end early: what it lacks is 0 */
+	struct vdisk_queue_opts o = {0};
+	if (opts)
+		memcpy(&o, opts, opts->struct_size < sizeof o ? opts->struct_size : sizeof o);
+	if (o.depth > VD_QUEUE_MAX_DEPTH) {
+		vdisk_set_error("vdisk_queue_create: depth %u is too large (at most %u)", o.depth,
+		                VD_QUEUE_MAX_DEPTH);
 		return NULL;
 	}
 	struct vdisk *tree = d->root;
@@ -50,6 +59,9 @@ VD_EXPORT struct vdisk_queue *vdisk_queue_create(struct vdisk *d,
 		q->pools[i].req_size =
 		    (sizeof(struct vdisk_req) + tree->nodes[i]->meta.req_ctx_size + 63) &
 		    ~(size_t)63;
+	for (unsigned i = q->first; i < q->last; i++)
+		if (vd_pool_reserve(q, i, o.depth) < 0)
+			goto nomem;
 	q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (q->efd < 0) {
 		vdisk_set_error_errno(errno, "vdisk_queue_create: eventfd");
@@ -85,6 +97,9 @@ fail:
 		vd_uring_fini(q);
 		if (q->efd >= 0)
 			close(q->efd);
+		if (q->pools)
+			for (unsigned i = 0; i < n; i++)
+				vd_pool_free_all(&q->pools[i]);
 		free(q->qstate);
 		free(q->pools);
 		free(q->stats);

@@ -156,6 +156,30 @@ static void test_request_layout(void **state)
 	assert_int_equal(offsetof(struct vdisk_req, ctx) % 64, 0);
 }
 
+static void test_queue_opts(void **state)
+{
+	(void)state;
+	struct vdisk *d = tu_open("{\"type\":\"delay\",\"inner\":\"ram:size=1M\"}", 0);
+	/* options from a header that had only struct_size: depth reads as 0 */
+	struct vdisk_queue_opts o = {.struct_size = sizeof(size_t), .depth = 1u << 30};
+	struct vdisk_queue *q = vdisk_queue_create(d, &o);
+	assert_non_null(q);
+	vdisk_queue_destroy(q);
+	/* a depth reserved up front */
+	o.struct_size = sizeof o;
+	o.depth = 100;
+	q = vdisk_queue_create(d, &o);
+	assert_non_null(q);
+	unsigned char buf[4096];
+	assert_int_equal(tu_read(q, 0, buf, sizeof buf).kind, VDISK_OK);
+	vdisk_queue_destroy(q);
+	/* an absurd one is refused, naming it */
+	o.depth = 1u << 30;
+	assert_null(vdisk_queue_create(d, &o));
+	assert_non_null(strstr(vdisk_errmsg(), "depth"));
+	vdisk_unref(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -163,6 +187,7 @@ int main(void)
 	    cmocka_unit_test(test_full_table_members_are_used),
 	    cmocka_unit_test(test_table_without_read_refused),
 	    cmocka_unit_test(test_request_layout),
+	    cmocka_unit_test(test_queue_opts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
