@@ -328,6 +328,16 @@ int vdisk_register_driver(const struct vdisk_driver *drv);
  * it.  d's open, ctl and close may use the synchronous API on its children. */
 struct vdisk *vdisk_open_child(struct vdisk *d, json_t *spec, const char *what, bool read_only);
 
+/* Image locking, for every driver that opens an image file it may write: take
+ * the lock on the image's descriptor right after opening it (a reader with
+ * writable false), unless the layer's "locking" key (vdisk_cfg_bool, default
+ * true) turned it off.  The lock is open-file-description locks on the bytes
+ * qemu uses, so a second writer of the file -- another vdisk, a qemu or
+ * qemu-img without force-share -- is refused at once; readers share it with
+ * one writer.  Returns 0, or -1 after setting an error naming the
+ * file and the holder's mode.  Closing the descriptor releases the lock. */
+int vdisk_lock_image(int fd, const char *path, bool writable);
+
 /* ------------------------------------------------------------------------- */
 /* Configuration helpers.  Each returns 1 if the key was present and valid, 0 if */
 /* absent (out untouched), -1 after setting an error naming the key.           */

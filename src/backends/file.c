@@ -76,10 +76,10 @@ static struct file_ctx *ctx_of(struct vdisk_req *r)
 
 static int file_open(struct vdisk *d, json_t *cfg)
 {
-	static const char *const keys[] = {"path",   "direct",     "sector-size",
-	                                   "create", "write-mode", NULL};
+	static const char *const keys[] = {"path",       "direct",  "sector-size", "create",
+	                                   "write-mode", "locking", NULL};
 	const char *path = NULL, *wmode = NULL;
-	bool direct = false, ro = vdisk_read_only_requested(d);
+	bool direct = false, ro = vdisk_read_only_requested(d), locking = true;
 	uint64_t ss = 512, create = 0;
 	int have_create;
 	struct stat st;
@@ -87,7 +87,8 @@ static int file_open(struct vdisk *d, json_t *cfg)
 	    vdisk_cfg_bool(cfg, "direct", &direct) < 0 ||
 	    vdisk_cfg_size(cfg, "sector-size", &ss) < 0 ||
 	    (have_create = vdisk_cfg_size(cfg, "create", &create)) < 0 ||
-	    vdisk_cfg_string(cfg, "write-mode", &wmode) < 0)
+	    vdisk_cfg_string(cfg, "write-mode", &wmode) < 0 ||
+	    vdisk_cfg_bool(cfg, "locking", &locking) < 0)
 		return -1;
 	if (!path || !*path)
 		return vdisk_set_error("path: required");
@@ -150,6 +151,8 @@ static int file_open(struct vdisk *d, json_t *cfg)
 		vdisk_set_error("path '%s': not a regular file", path);
 		goto fail;
 	}
+	if (locking && vdisk_lock_image(f->fd, path, !ro) < 0)
+		goto fail;
 	/* io_uring would answer -EAGAIN rather than wait on a non-blocking file */
 	if (fcntl(f->fd, F_SETFL, (fcntl(f->fd, F_GETFL) & ~O_NONBLOCK) | (direct ? O_DIRECT : 0)) <
 	    0) {

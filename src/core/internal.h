@@ -178,6 +178,9 @@ int vd_submit(struct vdisk_req *r);
 void vd_deliver(struct vdisk_req *r);
 void vd_pool_free_all(struct vd_pool *p);
 int vd_pool_reserve(struct vdisk_queue *q, unsigned index, unsigned n);
+
+/* lock.c */
+void vd_unlock_image(int fd);
 void vd_complete_remote(struct vdisk_req *r, vdisk_status st);
 
 /* queue.c */
