@@ -168,7 +168,8 @@ VD_EXPORT void vdisk_req_complete(struct vdisk_req *r, vdisk_status st)
 	if (VD_UNLIKELY(r->internal.state != VD_REQ_SUBMITTED))
 		vd_bug("%s: %s request completed %s (state %u)", r->disk->drv->name,
 		       vdisk_op_name((enum vdisk_op)r->op),
-		       r->internal.state == VD_REQ_DONE ? "twice" : "when not in flight", r->internal.state);
+		       r->internal.state == VD_REQ_DONE ? "twice" : "when not in flight",
+		       r->internal.state);
 	finish(r, st);
 }
 
@@ -176,7 +177,8 @@ VD_EXPORT void vdisk_req_complete(struct vdisk_req *r, vdisk_status st)
 void vd_complete_remote(struct vdisk_req *r, vdisk_status st)
 {
 	struct vdisk_queue *q = r->q;
-	if (VD_UNLIKELY(r->internal.state != VD_REQ_SUBMITTED && r->internal.state != VD_REQ_WAITING))
+	if (VD_UNLIKELY(r->internal.state != VD_REQ_SUBMITTED &&
+	                r->internal.state != VD_REQ_WAITING))
 		vd_bug("%s: %s request completed twice (state %u)", r->disk->drv->name,
 		       vdisk_op_name((enum vdisk_op)r->op), r->internal.state);
 	r->internal.status = st;
