@@ -355,7 +355,10 @@ int vdisk_cfg_bool(json_t *cfg, const char *key, bool *out);
 int vdisk_cfg_string(json_t *cfg, const char *key, const char **out);
 int vdisk_cfg_uint(json_t *cfg, const char *key, uint64_t *out);
 
-/* The same parsers on strings (for ctl arguments and tools). */
+/* The same parsers on strings (for ctl arguments and tools).  They return 0,
+ * or -1 without setting an error; vdisk_parse_size() leaves errno ERANGE when
+ * s is a size too large for 64 bits (say "too large"), EINVAL when it is not a
+ * size.  vdisk_cfg_size() also refuses sizes beyond INT64_MAX as too large. */
 int vdisk_parse_size(const char *s, uint64_t *out);
 int vdisk_parse_duration(const char *s, uint64_t *ns);
 int vdisk_parse_bool(const char *s, bool *out);
