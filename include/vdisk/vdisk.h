@@ -170,8 +170,9 @@ unsigned vdisk_caps(const struct vdisk *d);
 struct vdisk_queue_opts {
 	size_t struct_size; /* sizeof(struct vdisk_queue_opts) */
 	/* Requests expected in flight at once (at most 65536): the queue reserves
-	 * that many on every layer when it is created, so reaching that depth
-	 * allocates nothing.  0: the pools grow on first use. */
+	 * that many on every layer when it is created (up to 16 MiB of requests
+	 * per queue), so reaching that depth allocates nothing.  0: the pools grow
+	 * on first use. */
 	unsigned depth;
 };
 

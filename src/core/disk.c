@@ -442,8 +442,8 @@ VD_EXPORT void vdisk_unref(struct vdisk *d)
 
 uint64_t vd_sector_count(const struct vdisk *d)
 {
-	while (d->size_src)
-		d = d->size_src;
+	if (d->size_root)
+		d = d->size_root;
 	return atomic_load_explicit(&d->sector_count, memory_order_acquire);
 }
 
@@ -522,6 +522,7 @@ VD_EXPORT void vdisk_meta_inherit(struct vdisk *d, struct vdisk *inner)
 	                            VDISK_CAP_EJECT | VDISK_CAP_FAST_ZERO);
 	d->meta.caps |= inner->meta.caps & (VDISK_CAP_RESIZE | VDISK_CAP_EJECT);
 	d->size_src = inner;
+	d->size_root = inner->size_root ? inner->size_root : inner;
 }
 
 /* ------------------------------------------------------------------------- */

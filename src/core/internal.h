@@ -55,6 +55,9 @@ struct vdisk {
 	uint64_t max_sector; /* INT64_MAX >> shift */
 	_Atomic uint64_t sector_count;
 	struct vdisk *size_src; /* the layer whose count this one follows, or NULL */
+	/* the end of the size_src chain, fixed once open returns: the count is
+	 * read there on every submission, in constant time at any depth */
+	struct vdisk *size_root;
 	bool ro_requested;
 	bool open_done;
 

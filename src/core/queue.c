@@ -16,6 +16,7 @@
 #define DEFAULT_BOUNCE_BUDGET (16u << 20)
 #define POLL_ROUNDS 4
 #define VD_QUEUE_MAX_DEPTH 65536u
+#define VD_QUEUE_MAX_RESERVE (16u << 20) /* bytes of requests reserved up front */
 
 VD_EXPORT struct vdisk_queue *vdisk_queue_create(struct vdisk *d,
                                                  const struct vdisk_queue_opts *opts)
@@ -59,9 +60,14 @@ VD_EXPORT struct vdisk_queue *vdisk_queue_create(struct vdisk *d,
 		q->pools[i].req_size =
 		    (sizeof(struct vdisk_req) + tree->nodes[i]->meta.req_ctx_size + 63) &
 		    ~(size_t)63;
-	for (unsigned i = q->first; i < q->last; i++)
+	/* depth requests on every layer, within a bound per queue (a stack of
+	 * thousands of layers grows its pools on demand beyond it) */
+	size_t reserved = 0;
+	for (unsigned i = q->first; i < q->last && reserved < VD_QUEUE_MAX_RESERVE; i++) {
 		if (vd_pool_reserve(q, i, o.depth) < 0)
 			goto nomem;
+		reserved += (size_t)o.depth * q->pools[i].req_size;
+	}
 	q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (q->efd < 0) {
 		vdisk_set_error_errno(errno, "vdisk_queue_create: eventfd");
