@@ -36,7 +36,9 @@
 
 #include <jansson.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "vdisk.h"
 
@@ -64,9 +66,29 @@ const char *vdisk_op_name(enum vdisk_op op);
 struct vdisk_req;
 typedef void vdisk_req_done_fn(struct vdisk_req *r, vdisk_status st);
 
-/* One request on one layer.  Drivers read the fields in the first block; the
- * rest belongs to the core.  The driver's private context (of the size it set in
+/* One request on one layer.  Drivers read the public fields; a decorator sets
+ * done and opaque on the child requests it allocates.  `internal` belongs to the
+ * core: a driver must neither read nor write it, and its layout changes between
+ * releases without notice.  The driver's private context (of the size it set in
  * vdisk_meta.req_ctx_size) follows, reached with vdisk_req_ctx(). */
+struct vdisk_req_internal {
+	uint8_t state;
+	uint8_t origin;
+	uint8_t emul;
+	uint16_t pool;
+	vdisk_status status;
+	vdisk_done_fn *user_done;
+	void *user_opaque;
+	struct vdisk_req *next;
+	uint64_t t_start;
+	void *scratch;
+	struct iovec iov;
+	uint64_t *resize_out; /* vdisk_wait_resize: where the new count goes */
+	uint64_t resize_old;  /* vdisk_wait_resize: the count the caller knew */
+	uint64_t zero_next;   /* emulated write-zeroes: the next sector to write */
+	vdisk_status (*work)(struct vdisk_req *r);
+};
+
 struct vdisk_req {
 	struct vdisk *disk;      /* the layer this request is for */
 	struct vdisk_queue *q;   /* the queue it was issued on */
@@ -82,27 +104,32 @@ struct vdisk_req {
 	struct vdisk_extent *ext;
 	unsigned ext_max;
 	unsigned *ext_n;
+	/* child requests (set by the parent's driver before vdisk_req_submit()): */
+	vdisk_req_done_fn *done; /* the parent's completion hook */
+	void *opaque;            /* free for the parent's use */
 
-	/* --- core private --- */
-	uint8_t state;
-	uint8_t origin;
-	uint8_t emul;
-	uint16_t pool;
-	vdisk_status status;
-	vdisk_req_done_fn *done; /* child requests: the parent's completion hook */
-	void *opaque;            /* child requests: free for the parent's use */
-	vdisk_done_fn *user_done;
-	void *user_opaque;
-	struct vdisk_req *next;
-	uint64_t t_start;
-	void *core_scratch;
-	struct iovec core_iov;
-	uint64_t *resize_out;
-	uint64_t resize_old;
-	vdisk_status (*work)(struct vdisk_req *r);
+	struct vdisk_req_internal internal; /* the core's: do not touch */
 
 	_Alignas(64) unsigned char ctx[];
 };
+
+/* The public layout is part of the driver ABI: fields are only ever appended
+ * before `internal`, never moved. */
+_Static_assert(offsetof(struct vdisk_req, disk) == 0, "vdisk_req layout");
+_Static_assert(offsetof(struct vdisk_req, q) == sizeof(void *), "vdisk_req layout");
+_Static_assert(offsetof(struct vdisk_req, qstate) == 2 * sizeof(void *), "vdisk_req layout");
+_Static_assert(offsetof(struct vdisk_req, sector) == 3 * sizeof(void *), "vdisk_req layout");
+_Static_assert(offsetof(struct vdisk_req, count) == 3 * sizeof(void *) + 8, "vdisk_req layout");
+_Static_assert(offsetof(struct vdisk_req, len) == 3 * sizeof(void *) + 16, "vdisk_req layout");
+_Static_assert(offsetof(struct vdisk_req, iov) > offsetof(struct vdisk_req, len) &&
+                   offsetof(struct vdisk_req, iovcnt) > offsetof(struct vdisk_req, iov) &&
+                   offsetof(struct vdisk_req, flags) > offsetof(struct vdisk_req, iovcnt) &&
+                   offsetof(struct vdisk_req, op) > offsetof(struct vdisk_req, flags) &&
+                   offsetof(struct vdisk_req, ext) > offsetof(struct vdisk_req, op) &&
+                   offsetof(struct vdisk_req, done) > offsetof(struct vdisk_req, ext_n) &&
+                   offsetof(struct vdisk_req, internal) > offsetof(struct vdisk_req, opaque),
+               "vdisk_req: public fields keep their order, internal comes after them");
+_Static_assert(offsetof(struct vdisk_req, ctx) % 64 == 0, "vdisk_req: ctx is cache-aligned");
 
 /* The driver's private context of a request. */
 static inline void *vdisk_req_ctx(struct vdisk_req *r)
@@ -208,7 +235,9 @@ void vdisk_set_priv(struct vdisk *d, void *priv);
 struct vdisk_check; /* a check in progress (vdisk_check()) */
 
 struct vdisk_driver {
-	size_t struct_size;      /* sizeof(struct vdisk_driver): new members only appended */
+	/* sizeof(struct vdisk_driver) as the driver was compiled: new members are only
+	 * ever appended, and the registry treats those past struct_size as NULL. */
+	size_t struct_size;
 	const char *name;        /* type name in specs: [a-z0-9]+ */
 	const char *description; /* one line for `vdisk --help` */
 
@@ -282,8 +311,13 @@ struct vdisk_pr_ops {
 	                        enum vdisk_pr_type type, bool abort);
 };
 
-/* Register a driver at run time (out-of-tree backends, tests).  The table must
- * outlive every disk using it.  Returns 0, or -1 if the name is taken. */
+/* Register a driver at run time (out-of-tree backends, tests).  The registry
+ * copies the table up to drv->struct_size into a zeroed table of the library's
+ * size, so a driver built against an older header gets NULL for every member
+ * its header lacked (members of a newer header than the library's are
+ * ignored).  The table itself need not outlive the call; the strings and
+ * objects it points to must outlive every disk using it.  Returns 0, or -1 if
+ * the name is taken or the table lacks name, open or read. */
 int vdisk_register_driver(const struct vdisk_driver *drv);
 
 /* Open a child layer from a spec value (a JSON string spec or an object) as part
@@ -293,6 +327,16 @@ int vdisk_register_driver(const struct vdisk_driver *drv);
  * API or a queue of its own made with vdisk_queue_create(child)); do not unref
  * it.  d's open, ctl and close may use the synchronous API on its children. */
 struct vdisk *vdisk_open_child(struct vdisk *d, json_t *spec, const char *what, bool read_only);
+
+/* Image locking, for every driver that opens an image file it may write: take
+ * the lock on the image's descriptor right after opening it (a reader with
+ * writable false), unless the layer's "locking" key (vdisk_cfg_bool, default
+ * true) turned it off.  The lock is open-file-description locks on the bytes
+ * qemu uses, so a second writer of the file -- another vdisk, a qemu or
+ * qemu-img without force-share -- is refused at once; readers share it with
+ * one writer.  Returns 0, or -1 after setting an error naming the
+ * file and the holder's mode.  Closing the descriptor releases the lock. */
+int vdisk_lock_image(int fd, const char *path, bool writable);
 
 /* ------------------------------------------------------------------------- */
 /* Configuration helpers.  Each returns 1 if the key was present and valid, 0 if */
@@ -311,7 +355,10 @@ int vdisk_cfg_bool(json_t *cfg, const char *key, bool *out);
 int vdisk_cfg_string(json_t *cfg, const char *key, const char **out);
 int vdisk_cfg_uint(json_t *cfg, const char *key, uint64_t *out);
 
-/* The same parsers on strings (for ctl arguments and tools). */
+/* The same parsers on strings (for ctl arguments and tools).  They return 0,
+ * or -1 without setting an error; vdisk_parse_size() leaves errno ERANGE when
+ * s is a size too large for 64 bits (say "too large"), EINVAL when it is not a
+ * size.  vdisk_cfg_size() also refuses sizes beyond INT64_MAX as too large. */
 int vdisk_parse_size(const char *s, uint64_t *out);
 int vdisk_parse_duration(const char *s, uint64_t *ns);
 int vdisk_parse_bool(const char *s, bool *out);

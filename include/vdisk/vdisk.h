@@ -169,7 +169,11 @@ unsigned vdisk_caps(const struct vdisk *d);
 
 struct vdisk_queue_opts {
 	size_t struct_size; /* sizeof(struct vdisk_queue_opts) */
-	unsigned depth;     /* expected requests in flight (a hint; 0 = 128) */
+	/* Requests expected in flight at once (at most 65536): the queue reserves
+	 * that many on every layer when it is created (up to 16 MiB of requests
+	 * per queue), so reaching that depth allocates nothing.  0: the pools grow
+	 * on first use. */
+	unsigned depth;
 };
 
 /* Create a queue for issuing I/O to d from the calling thread.  A queue must be

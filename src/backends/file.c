@@ -94,6 +94,7 @@ struct file_opts {
 	int have_ss;
 	uint64_t create;
 	int have_create;
+	bool locking; /* qemu's image locks (off: the caller takes the risk) */
 };
 
 static struct file_ctx *ctx_of(struct vdisk_req *r)
@@ -112,14 +113,15 @@ struct blk_pr *file_blk_pr(struct vdisk *d)
 
 static int parse_opts(struct vdisk *d, json_t *cfg, struct file_opts *o)
 {
-	static const char *const keys[] = {"path",   "direct",     "sector-size",
-	                                   "create", "write-mode", NULL};
-	*o = (struct file_opts){.ro = vdisk_read_only_requested(d), .ss = 512};
+	static const char *const keys[] = {"path",       "direct",  "sector-size", "create",
+	                                   "write-mode", "locking", NULL};
+	*o = (struct file_opts){.ro = vdisk_read_only_requested(d), .ss = 512, .locking = true};
 	if (vdisk_cfg_check(cfg, keys) < 0 || vdisk_cfg_string(cfg, "path", &o->path) < 0 ||
 	    (o->have_direct = vdisk_cfg_bool(cfg, "direct", &o->direct)) < 0 ||
 	    (o->have_ss = vdisk_cfg_size(cfg, "sector-size", &o->ss)) < 0 ||
 	    (o->have_create = vdisk_cfg_size(cfg, "create", &o->create)) < 0 ||
-	    vdisk_cfg_string(cfg, "write-mode", &o->wmode) < 0)
+	    vdisk_cfg_string(cfg, "write-mode", &o->wmode) < 0 ||
+	    vdisk_cfg_bool(cfg, "locking", &o->locking) < 0)
 		return -1;
 	if (!o->path || !*o->path)
 		return vdisk_set_error("path: required");
@@ -339,6 +341,7 @@ static int file_open(struct vdisk *d, json_t *cfg)
 	if (!f)
 		return vdisk_set_error_errno(ENOMEM, "file");
 	if (open_path(f, &o) < 0 || identify(f, &st) < 0 ||
+	    (o.locking && vdisk_lock_image(f->fd, f->path, !o.ro) < 0) ||
 	    (f->blk ? device_geometry(f, &o, &st) : file_geometry(f, &o, &st)) < 0 ||
 	    set_direct(f, &o) < 0)
 		goto fail;

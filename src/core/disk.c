@@ -442,8 +442,8 @@ VD_EXPORT void vdisk_unref(struct vdisk *d)
 
 uint64_t vd_sector_count(const struct vdisk *d)
 {
-	while (d->size_src)
-		d = d->size_src;
+	if (d->size_root)
+		d = d->size_root;
 	return atomic_load_explicit(&d->sector_count, memory_order_acquire);
 }
 
@@ -522,6 +522,7 @@ VD_EXPORT void vdisk_meta_inherit(struct vdisk *d, struct vdisk *inner)
 	                            VDISK_CAP_EJECT | VDISK_CAP_FAST_ZERO);
 	d->meta.caps |= inner->meta.caps & (VDISK_CAP_RESIZE | VDISK_CAP_EJECT);
 	d->size_src = inner;
+	d->size_root = inner->size_root ? inner->size_root : inner;
 }
 
 /* ------------------------------------------------------------------------- */
@@ -538,14 +539,14 @@ void vd_wake_resize_waiters(struct vdisk *d)
 	struct vdisk_req **pp = &d->waiters;
 	while (*pp) {
 		struct vdisk_req *r = *pp;
-		if (r->resize_old != cur) {
-			*pp = r->next;
-			r->next = NULL;
-			*r->resize_out = cur;
+		if (r->internal.resize_old != cur) {
+			*pp = r->internal.next;
+			r->internal.next = NULL;
+			*r->internal.resize_out = cur;
 			/* under d->lock, so the queue cannot be destroyed meanwhile */
 			vd_complete_remote(r, vdisk_status_ok());
 		} else {
-			pp = &r->next;
+			pp = &r->internal.next;
 		}
 	}
 	pthread_mutex_unlock(&d->lock);

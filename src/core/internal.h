@@ -55,6 +55,9 @@ struct vdisk {
 	uint64_t max_sector; /* INT64_MAX >> shift */
 	_Atomic uint64_t sector_count;
 	struct vdisk *size_src; /* the layer whose count this one follows, or NULL */
+	/* the end of the size_src chain, fixed once open returns: the count is
+	 * read there on every submission, in constant time at any depth */
+	struct vdisk *size_root;
 	bool ro_requested;
 	bool open_done;
 
@@ -153,7 +156,6 @@ struct vdisk_queue {
 };
 
 /* disk.c */
-void vd_disk_put(struct vdisk *d);
 struct vdisk *vd_open_spec_json(json_t *spec, const char *path, struct vdisk *parent,
                                 bool read_only);
 uint64_t vd_sector_count(const struct vdisk *d);
@@ -178,6 +180,10 @@ void vd_req_put(struct vdisk_req *r);
 int vd_submit(struct vdisk_req *r);
 void vd_deliver(struct vdisk_req *r);
 void vd_pool_free_all(struct vd_pool *p);
+int vd_pool_reserve(struct vdisk_queue *q, unsigned index, unsigned n);
+
+/* lock.c */
+void vd_unlock_image(int fd);
 void vd_complete_remote(struct vdisk_req *r, vdisk_status st);
 
 /* queue.c */

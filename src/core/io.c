@@ -33,11 +33,22 @@ static int pool_grow(struct vd_pool *p, uint16_t index)
 	p->slabs = slab;
 	for (int i = POOL_SLAB - 1; i >= 0; i--) {
 		struct vdisk_req *r = (struct vdisk_req *)(slab + hdr + (size_t)i * p->req_size);
-		r->state = VD_REQ_FREE;
-		r->pool = index;
-		r->next = p->free;
+		r->internal.state = VD_REQ_FREE;
+		r->internal.pool = index;
+		r->internal.next = p->free;
 		p->free = r;
 	}
+	return 0;
+}
+
+/* Grow layer index's pool of q until it holds at least n requests, so that n
+ * requests in flight at once allocate nothing (vdisk_queue_opts.depth). */
+int vd_pool_reserve(struct vdisk_queue *q, unsigned index, unsigned n)
+{
+	struct vd_pool *p = &q->pools[index];
+	for (unsigned have = 0; have < n; have += POOL_SLAB)
+		if (pool_grow(p, (uint16_t)index) < 0)
+			return -1;
 	return 0;
 }
 
@@ -60,7 +71,7 @@ struct vdisk_req *vd_req_get(struct vdisk_queue *q, struct vdisk *d)
 			return NULL;
 		r = p->free;
 	}
-	p->free = r->next;
+	p->free = r->internal.next;
 	r->disk = d;
 	r->q = q;
 	r->qstate = q->qstate[d->index];
@@ -73,14 +84,14 @@ struct vdisk_req *vd_req_get(struct vdisk_queue *q, struct vdisk *d)
 	r->ext = NULL;
 	r->ext_max = 0;
 	r->ext_n = NULL;
-	r->state = VD_REQ_PREP;
-	r->origin = VD_ORIGIN_CHILD;
-	r->emul = 0;
+	r->internal.state = VD_REQ_PREP;
+	r->internal.origin = VD_ORIGIN_CHILD;
+	r->internal.emul = 0;
 	r->done = NULL;
 	r->opaque = NULL;
-	r->user_done = NULL;
-	r->next = NULL;
-	r->core_scratch = NULL;
+	r->internal.user_done = NULL;
+	r->internal.next = NULL;
+	r->internal.scratch = NULL;
 	return r;
 }
 
@@ -120,13 +131,13 @@ static void iovblk_put(struct vdisk_queue *q, struct iovblk *b)
 void vd_req_put(struct vdisk_req *r)
 {
 	struct vdisk_queue *q = r->q;
-	struct vd_pool *p = &q->pools[r->pool];
-	if (r->core_scratch) {
-		iovblk_put(q, r->core_scratch);
-		r->core_scratch = NULL;
+	struct vd_pool *p = &q->pools[r->internal.pool];
+	if (r->internal.scratch) {
+		iovblk_put(q, r->internal.scratch);
+		r->internal.scratch = NULL;
 	}
-	r->state = VD_REQ_FREE;
-	r->next = p->free;
+	r->internal.state = VD_REQ_FREE;
+	r->internal.next = p->free;
 	p->free = r;
 }
 
@@ -136,16 +147,16 @@ void vd_req_put(struct vdisk_req *r)
 
 static inline void done_push(struct vdisk_queue *q, struct vdisk_req *r)
 {
-	r->next = NULL;
+	r->internal.next = NULL;
 	*q->done_tail = r;
-	q->done_tail = &r->next;
+	q->done_tail = &r->internal.next;
 }
 
 static inline void finish(struct vdisk_req *r, vdisk_status st)
 {
 	struct vdisk_queue *q = r->q;
-	r->status = st;
-	r->state = VD_REQ_DONE;
+	r->internal.status = st;
+	r->internal.state = VD_REQ_DONE;
 	bool was_empty = q->done_head == NULL;
 	done_push(q, r);
 	if (VD_UNLIKELY(q->fd_used && was_empty && !q->in_poll))
@@ -154,10 +165,11 @@ static inline void finish(struct vdisk_req *r, vdisk_status st)
 
 VD_EXPORT void vdisk_req_complete(struct vdisk_req *r, vdisk_status st)
 {
-	if (VD_UNLIKELY(r->state != VD_REQ_SUBMITTED))
+	if (VD_UNLIKELY(r->internal.state != VD_REQ_SUBMITTED))
 		vd_bug("%s: %s request completed %s (state %u)", r->disk->drv->name,
 		       vdisk_op_name((enum vdisk_op)r->op),
-		       r->state == VD_REQ_DONE ? "twice" : "when not in flight", r->state);
+		       r->internal.state == VD_REQ_DONE ? "twice" : "when not in flight",
+		       r->internal.state);
 	finish(r, st);
 }
 
@@ -165,14 +177,15 @@ VD_EXPORT void vdisk_req_complete(struct vdisk_req *r, vdisk_status st)
 void vd_complete_remote(struct vdisk_req *r, vdisk_status st)
 {
 	struct vdisk_queue *q = r->q;
-	if (VD_UNLIKELY(r->state != VD_REQ_SUBMITTED && r->state != VD_REQ_WAITING))
+	if (VD_UNLIKELY(r->internal.state != VD_REQ_SUBMITTED &&
+	                r->internal.state != VD_REQ_WAITING))
 		vd_bug("%s: %s request completed twice (state %u)", r->disk->drv->name,
-		       vdisk_op_name((enum vdisk_op)r->op), r->state);
-	r->status = st;
-	r->state = VD_REQ_DONE;
+		       vdisk_op_name((enum vdisk_op)r->op), r->internal.state);
+	r->internal.status = st;
+	r->internal.state = VD_REQ_DONE;
 	struct vdisk_req *head = atomic_load_explicit(&q->remote, memory_order_relaxed);
 	do {
-		r->next = head;
+		r->internal.next = head;
 	} while (!atomic_compare_exchange_weak_explicit(&q->remote, &head, r, memory_order_release,
 	                                                memory_order_relaxed));
 	if (!head)
@@ -181,9 +194,9 @@ void vd_complete_remote(struct vdisk_req *r, vdisk_status st)
 
 VD_EXPORT void vdisk_req_remote_begin(struct vdisk_req *r)
 {
-	if (VD_UNLIKELY(r->state != VD_REQ_SUBMITTED))
+	if (VD_UNLIKELY(r->internal.state != VD_REQ_SUBMITTED))
 		vd_bug("%s: %s request handed to another thread when not in flight (state %u)",
-		       r->disk->drv->name, vdisk_op_name((enum vdisk_op)r->op), r->state);
+		       r->disk->drv->name, vdisk_op_name((enum vdisk_op)r->op), r->internal.state);
 	r->q->remote_expected++;
 }
 
@@ -228,13 +241,13 @@ bad:
 void vd_deliver(struct vdisk_req *r)
 {
 	struct vdisk_queue *q = r->q;
-	vdisk_status st = r->status;
+	vdisk_status st = r->internal.status;
 	unsigned op = r->op;
 
 	/* a native write-zeroes that cannot do it: fall back to writing zeros */
 	if (VD_UNLIKELY(op == VDISK_OP_WRITE_ZEROES && st.kind == VDISK_ERR_NOT_SUPPORTED &&
-	                !(r->flags & VDISK_ZERO_FAST_ONLY) && !r->emul)) {
-		r->state = VD_REQ_SUBMITTED;
+	                !(r->flags & VDISK_ZERO_FAST_ONLY) && !r->internal.emul)) {
+		r->internal.state = VD_REQ_SUBMITTED;
 		write_zeroes_emulate(r);
 		return;
 	}
@@ -242,7 +255,7 @@ void vd_deliver(struct vdisk_req *r)
 	if (VD_UNLIKELY(op == VDISK_OP_EXTENTS) && st.kind == VDISK_OK)
 		st = check_extents(r);
 
-	struct vd_stats *s = &q->stats[r->pool];
+	struct vd_stats *s = &q->stats[r->internal.pool];
 	uint64_t bytes = op <= VDISK_OP_WRITE ? r->len
 	                 : (op == VDISK_OP_UNMAP || op == VDISK_OP_WRITE_ZEROES)
 	                     ? r->count << r->disk->shift
@@ -251,11 +264,11 @@ void vd_deliver(struct vdisk_req *r)
 	vd_stat_add(&s->bytes[op], bytes);
 	if (VD_UNLIKELY(st.kind != VDISK_OK))
 		vd_stat_add(&s->errors[op], 1);
-	vd_stat_add(&s->hist[op][hist_bucket(vd_ticks() - r->t_start)], 1);
+	vd_stat_add(&s->hist[op][hist_bucket(vd_ticks() - r->internal.t_start)], 1);
 
-	if (r->origin == VD_ORIGIN_USER) {
-		vdisk_done_fn *done = r->user_done;
-		void *opaque = r->user_opaque;
+	if (r->internal.origin == VD_ORIGIN_USER) {
+		vdisk_done_fn *done = r->internal.user_done;
+		void *opaque = r->internal.user_opaque;
 		vd_req_put(r);
 		q->inflight--;
 		q->ncomplete++;
@@ -320,7 +333,7 @@ static int dispatch(struct vdisk_req *r)
 	int (*fn)(struct vdisk_req *) = NULL;
 	int rc;
 
-	r->state = VD_REQ_SUBMITTED;
+	r->internal.state = VD_REQ_SUBMITTED;
 	switch (r->op) {
 	case VDISK_OP_READ: fn = drv->read; break;
 	case VDISK_OP_WRITE:
@@ -366,14 +379,14 @@ static int dispatch(struct vdisk_req *r)
 	q->in_submit--;
 	if (VD_LIKELY(rc == 0))
 		return 0;
-	if (VD_UNLIKELY(r->state != VD_REQ_SUBMITTED))
+	if (VD_UNLIKELY(r->internal.state != VD_REQ_SUBMITTED))
 		vd_bug("%s: %s returned %d after completing the request", drv->name,
 		       vdisk_op_name((enum vdisk_op)r->op), rc);
 	if (rc == -EAGAIN) {
-		r->state = VD_REQ_RETRY;
-		r->next = NULL;
+		r->internal.state = VD_REQ_RETRY;
+		r->internal.next = NULL;
 		*q->retry_tail = r;
-		q->retry_tail = &r->next;
+		q->retry_tail = &r->internal.next;
 		/* retries happen in poll: an event loop must come to it even when
 		 * nothing in flight will wake it */
 		if (VD_UNLIKELY(q->fd_used && !q->in_poll))
@@ -386,10 +399,10 @@ static int dispatch(struct vdisk_req *r)
 
 int vd_submit(struct vdisk_req *r)
 {
-	r->t_start = vd_ticks();
+	r->internal.t_start = vd_ticks();
 	vdisk_status st = validate(r);
 	if (VD_UNLIKELY(st.kind != VDISK_OK)) {
-		r->state = VD_REQ_SUBMITTED;
+		r->internal.state = VD_REQ_SUBMITTED;
 		finish(r, st);
 		return 0;
 	}
@@ -406,14 +419,14 @@ void vd_queue_retry(struct vdisk_queue *q)
 	q->retry_tail = &q->retry_head;
 	while (list) {
 		struct vdisk_req *r = list;
-		list = r->next;
-		r->next = NULL;
+		list = r->internal.next;
+		r->internal.next = NULL;
 		dispatch(r);
-		if (r->state == VD_REQ_RETRY) {
+		if (r->internal.state == VD_REQ_RETRY) {
 			/* still no room: keep the rest behind it, in order */
 			*q->retry_tail = list;
 			while (*q->retry_tail)
-				q->retry_tail = &(*q->retry_tail)->next;
+				q->retry_tail = &(*q->retry_tail)->internal.next;
 			return;
 		}
 	}
@@ -448,7 +461,7 @@ static void wz_child_done(struct vdisk_req *c, vdisk_status st)
 		wz_flush(r);
 		return;
 	}
-	if (st.kind != VDISK_OK || r->resize_old >= r->sector + r->count) {
+	if (st.kind != VDISK_OK || r->internal.zero_next >= r->sector + r->count) {
 		vdisk_req_complete(r, st);
 		return;
 	}
@@ -458,7 +471,7 @@ static void wz_child_done(struct vdisk_req *c, vdisk_status st)
 static void wz_chunk(struct vdisk_req *r)
 {
 	struct vdisk *d = r->disk;
-	uint64_t next = r->resize_old;
+	uint64_t next = r->internal.zero_next;
 	uint64_t left = r->sector + r->count - next;
 	uint64_t max = ZERO_CHUNK >> d->shift;
 	uint64_t n = left < max ? left : max;
@@ -467,20 +480,20 @@ static void wz_chunk(struct vdisk_req *r)
 		vdisk_req_complete(r, vdisk_status_io(ENOMEM));
 		return;
 	}
-	r->core_iov.iov_base = (void *)zero_buf;
-	r->core_iov.iov_len = (size_t)(n << d->shift);
-	vdisk_req_prep_rw(c, VDISK_OP_WRITE, next, &r->core_iov, 1, r->flags & VDISK_IO_FUA);
+	r->internal.iov.iov_base = (void *)zero_buf;
+	r->internal.iov.iov_len = (size_t)(n << d->shift);
+	vdisk_req_prep_rw(c, VDISK_OP_WRITE, next, &r->internal.iov, 1, r->flags & VDISK_IO_FUA);
 	c->done = wz_child_done;
 	c->opaque = r;
-	r->resize_old = next + n;
+	r->internal.zero_next = next + n;
 	vdisk_req_submit(c);
 }
 
 static void write_zeroes_emulate(struct vdisk_req *r)
 {
 	struct vdisk *d = r->disk;
-	r->emul = 1;
-	r->state = VD_REQ_SUBMITTED;
+	r->internal.emul = 1;
+	r->internal.state = VD_REQ_SUBMITTED;
 	if ((r->flags & VDISK_ZERO_MAY_UNMAP) && d->meta.unmap == VDISK_UNMAP_ZEROES &&
 	    d->drv->unmap) {
 		struct vdisk_req *c = vdisk_req_alloc(r, d);
@@ -491,7 +504,7 @@ static void write_zeroes_emulate(struct vdisk_req *r)
 		vdisk_req_prep_range(c, VDISK_OP_UNMAP, r->sector, r->count, 0);
 		c->done = wz_child_done;
 		c->opaque = r;
-		r->resize_old = r->sector + r->count;
+		r->internal.zero_next = r->sector + r->count;
 		vdisk_req_submit(c);
 		return;
 	}
@@ -499,7 +512,7 @@ static void write_zeroes_emulate(struct vdisk_req *r)
 		vdisk_req_complete(r, vdisk_status_make(VDISK_ERR_NOT_SUPPORTED, EOPNOTSUPP));
 		return;
 	}
-	r->resize_old = r->sector;
+	r->internal.zero_next = r->sector;
 	wz_chunk(r);
 }
 
@@ -551,7 +564,7 @@ VD_EXPORT void vdisk_req_prep_extents(struct vdisk_req *r, uint64_t sector, uint
 
 VD_EXPORT int vdisk_req_submit(struct vdisk_req *r)
 {
-	if (VD_UNLIKELY(r->state != VD_REQ_PREP || !r->done))
+	if (VD_UNLIKELY(r->internal.state != VD_REQ_PREP || !r->done))
 		vd_bug("vdisk_req_submit: request not prepared or without a done hook");
 	return vd_submit(r);
 }
@@ -592,9 +605,9 @@ static inline struct vdisk_req *user_req(struct vdisk_queue *q, enum vdisk_op op
 	if (VD_UNLIKELY(!r))
 		return NULL;
 	r->op = (uint8_t)op;
-	r->origin = VD_ORIGIN_USER;
-	r->user_done = done;
-	r->user_opaque = opaque;
+	r->internal.origin = VD_ORIGIN_USER;
+	r->internal.user_done = done;
+	r->internal.user_opaque = opaque;
 	q->inflight++;
 	return r;
 }
@@ -709,18 +722,18 @@ VD_EXPORT int vdisk_wait_resize(struct vdisk_queue *q, uint64_t old_count, uint6
 		return -ENOMEM;
 	struct vdisk *d = q->top;
 	r->op = VD_OP_WAIT_RESIZE;
-	r->resize_out = new_count;
-	r->resize_old = old_count;
-	r->t_start = vd_ticks();
+	r->internal.resize_out = new_count;
+	r->internal.resize_old = old_count;
+	r->internal.t_start = vd_ticks();
 	pthread_mutex_lock(&d->lock);
 	uint64_t cur = vd_sector_count(d);
 	if (cur != old_count) {
 		*new_count = cur;
-		r->state = VD_REQ_SUBMITTED;
+		r->internal.state = VD_REQ_SUBMITTED;
 		finish(r, vdisk_status_ok());
 	} else {
-		r->state = VD_REQ_WAITING;
-		r->next = d->waiters;
+		r->internal.state = VD_REQ_WAITING;
+		r->internal.next = d->waiters;
 		d->waiters = r;
 		q->remote_expected++;
 	}
@@ -746,7 +759,7 @@ static int submit_guest(struct vdisk_queue *q, enum vdisk_op op, uint64_t sector
 		q->inflight--;
 		return -ENOMEM;
 	}
-	r->core_scratch = b;
+	r->internal.scratch = b;
 	r->sector = sector;
 	r->flags = flags;
 	int n = 0;
@@ -774,7 +787,7 @@ static int submit_guest(struct vdisk_queue *q, enum vdisk_op op, uint64_t sector
 				memcpy(nb->iov, b->iov, (size_t)n * sizeof(struct iovec));
 				iovblk_put(q, b);
 				b = nb;
-				r->core_scratch = b;
+				r->internal.scratch = b;
 			}
 			b->iov[n].iov_base = host;
 			b->iov[n].iov_len = (size_t)got;
@@ -788,8 +801,8 @@ static int submit_guest(struct vdisk_queue *q, enum vdisk_op op, uint64_t sector
 	r->iovcnt = n;
 	r->len = len;
 	if (fault) {
-		r->t_start = vd_ticks();
-		r->state = VD_REQ_SUBMITTED;
+		r->internal.t_start = vd_ticks();
+		r->internal.state = VD_REQ_SUBMITTED;
 		finish(r, vdisk_status_make(VDISK_ERR_MEMORY_ACCESS, EFAULT));
 	} else {
 		vd_submit(r);

@@ -15,14 +15,24 @@
 
 #define DEFAULT_BOUNCE_BUDGET (16u << 20)
 #define POLL_ROUNDS 4
+#define VD_QUEUE_MAX_DEPTH 65536u
+#define VD_QUEUE_MAX_RESERVE (16u << 20) /* bytes of requests reserved up front */
 
 VD_EXPORT struct vdisk_queue *vdisk_queue_create(struct vdisk *d,
                                                  const struct vdisk_queue_opts *opts)
 {
-	(void)opts;
 	vd_clear_error();
 	if (!d) {
 		vdisk_set_error("vdisk_queue_create: disk is NULL");
+		return NULL;
+	}
+	/* options from an older header end early: what it lacks is 0 */
+	struct vdisk_queue_opts o = {0};
+	if (opts)
+		memcpy(&o, opts, opts->struct_size < sizeof o ? opts->struct_size : sizeof o);
+	if (o.depth > VD_QUEUE_MAX_DEPTH) {
+		vdisk_set_error("vdisk_queue_create: depth %u is too large (at most %u)", o.depth,
+		                VD_QUEUE_MAX_DEPTH);
 		return NULL;
 	}
 	struct vdisk *tree = d->root;
@@ -50,6 +60,14 @@ VD_EXPORT struct vdisk_queue *vdisk_queue_create(struct vdisk *d,
 		q->pools[i].req_size =
 		    (sizeof(struct vdisk_req) + tree->nodes[i]->meta.req_ctx_size + 63) &
 		    ~(size_t)63;
+	/* depth requests on every layer, within a bound per queue (a stack of
+	 * thousands of layers grows its pools on demand beyond it) */
+	size_t reserved = 0;
+	for (unsigned i = q->first; i < q->last && reserved < VD_QUEUE_MAX_RESERVE; i++) {
+		if (vd_pool_reserve(q, i, o.depth) < 0)
+			goto nomem;
+		reserved += (size_t)o.depth * q->pools[i].req_size;
+	}
 	q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (q->efd < 0) {
 		vdisk_set_error_errno(errno, "vdisk_queue_create: eventfd");
@@ -85,6 +103,9 @@ fail:
 		vd_uring_fini(q);
 		if (q->efd >= 0)
 			close(q->efd);
+		if (q->pools)
+			for (unsigned i = 0; i < n; i++)
+				vd_pool_free_all(&q->pools[i]);
 		free(q->qstate);
 		free(q->pools);
 		free(q->stats);
@@ -116,19 +137,19 @@ static void drop_waiters(struct vdisk_queue *q)
 	while (*pp) {
 		struct vdisk_req *r = *pp;
 		if (r->q == q) {
-			*pp = r->next;
+			*pp = r->internal.next;
 			q->inflight--;
 			vd_req_put(r);
 		} else {
-			pp = &r->next;
+			pp = &r->internal.next;
 		}
 	}
 	pthread_mutex_unlock(&d->lock);
 	/* woken ones not yet delivered */
 	struct vdisk_req *r = atomic_exchange(&q->remote, NULL);
 	while (r) {
-		struct vdisk_req *next = r->next;
-		if (r->op == VD_OP_WAIT_RESIZE && r->origin == VD_ORIGIN_USER) {
+		struct vdisk_req *next = r->internal.next;
+		if (r->op == VD_OP_WAIT_RESIZE && r->internal.origin == VD_ORIGIN_USER) {
 			q->inflight--;
 			vd_req_put(r);
 		} else {
@@ -138,17 +159,17 @@ static void drop_waiters(struct vdisk_queue *q)
 	}
 	for (struct vdisk_req **p = &q->done_head; *p;) {
 		r = *p;
-		if (r->op == VD_OP_WAIT_RESIZE && r->origin == VD_ORIGIN_USER) {
-			*p = r->next;
+		if (r->op == VD_OP_WAIT_RESIZE && r->internal.origin == VD_ORIGIN_USER) {
+			*p = r->internal.next;
 			q->inflight--;
 			vd_req_put(r);
 		} else {
-			p = &r->next;
+			p = &r->internal.next;
 		}
 	}
 	q->done_tail = &q->done_head;
 	while (*q->done_tail)
-		q->done_tail = &(*q->done_tail)->next;
+		q->done_tail = &(*q->done_tail)->internal.next;
 }
 
 VD_EXPORT void vdisk_queue_destroy(struct vdisk_queue *q)
@@ -245,17 +266,17 @@ static unsigned take_remote(struct vdisk_queue *q)
 	struct vdisk_req *rev = NULL;
 	unsigned n = 0;
 	while (r) {
-		struct vdisk_req *next = r->next;
-		r->next = rev;
+		struct vdisk_req *next = r->internal.next;
+		r->internal.next = rev;
 		rev = r;
 		r = next;
 		n++;
 	}
 	while (rev) {
-		struct vdisk_req *next = rev->next;
-		rev->next = NULL;
+		struct vdisk_req *next = rev->internal.next;
+		rev->internal.next = NULL;
 		*q->done_tail = rev;
-		q->done_tail = &rev->next;
+		q->done_tail = &rev->internal.next;
 		rev = next;
 	}
 	q->remote_expected -= n;
@@ -399,7 +420,7 @@ VD_EXPORT int vdisk_queue_poll(struct vdisk_queue *q)
 		q->done_head = NULL;
 		q->done_tail = &q->done_head;
 		while (r) {
-			struct vdisk_req *next = r->next;
+			struct vdisk_req *next = r->internal.next;
 			vd_deliver(r);
 			progress++;
 			r = next;

@@ -1,6 +1,15 @@
 /* The registry of backend types: the built-in drivers (one per file in
  * src/backends, listed by the build in builtin_drivers.h) and drivers registered
- * at run time. */
+ * at run time.
+ *
+ * A driver registered at run time may have been built against an older header,
+ * whose table ends earlier: the registry copies the caller's table up to its
+ * struct_size into a zeroed table of the current size, so every member the
+ * caller's header did not have reads as NULL and the rest of the core never
+ * looks at struct_size again.  Members of a newer header than the library's
+ * are not known here and are ignored. */
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -18,7 +27,7 @@ static const struct vdisk_driver *const builtin[] = {
 #define MAX_RUNTIME 64
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
-static const struct vdisk_driver *runtime[MAX_RUNTIME];
+static struct vdisk_driver *runtime[MAX_RUNTIME];
 static unsigned nruntime;
 
 const struct vdisk_driver *vd_driver_find(const char *name)
@@ -58,14 +67,21 @@ VD_EXPORT int vdisk_register_driver(const struct vdisk_driver *drv)
 	if (vd_driver_find(drv->name))
 		return vdisk_set_error("vdisk_register_driver: type '%s' already exists",
 		                       drv->name);
+	struct vdisk_driver *copy = calloc(1, sizeof *copy);
+	if (!copy)
+		return vdisk_set_error_errno(ENOMEM, "vdisk_register_driver");
+	memcpy(copy, drv, drv->struct_size < sizeof *copy ? drv->struct_size : sizeof *copy);
+	copy->struct_size = sizeof *copy;
 	pthread_mutex_lock(&reg_lock);
 	if (nruntime < MAX_RUNTIME) {
-		runtime[nruntime++] = drv;
+		runtime[nruntime++] = copy;
+		copy = NULL;
 		rc = 0;
 	} else {
 		vdisk_set_error("vdisk_register_driver: too many drivers");
 	}
 	pthread_mutex_unlock(&reg_lock);
+	free(copy);
 	return rc;
 }
 

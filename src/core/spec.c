@@ -242,9 +242,17 @@ VD_EXPORT int vdisk_parse_size(const char *s, uint64_t *out)
 {
 	char *end;
 	if (!s || !isdigit((unsigned char)*s))
-		return -1;
+		return errno = EINVAL, -1;
 	errno = 0;
 	unsigned long long v = strtoull(s, &end, 10);
+	if (errno == ERANGE) {
+		/* too many digits; still tell a size from something else */
+		while (isdigit((unsigned char)*end))
+			end++;
+		if (*end == '\0' || strchr("bBkKmMgGtTpPeE", *end))
+			return errno = ERANGE, -1;
+		return errno = EINVAL, -1;
+	}
 	if (errno)
 		return -1;
 	unsigned shift = 0;
@@ -285,16 +293,16 @@ VD_EXPORT int vdisk_parse_size(const char *s, uint64_t *out)
 		shift = 60;
 		end++;
 		break;
-	default: return -1;
+	default: return errno = EINVAL, -1;
 	}
 	if (shift && (strcmp(end, "iB") == 0 || strcmp(end, "ib") == 0))
 		end += 2;
 	else if (shift && (*end == 'B' || *end == 'b'))
 		end++;
 	if (*end)
-		return -1;
+		return errno = EINVAL, -1;
 	if (shift && v > (UINT64_MAX >> shift))
-		return -1;
+		return errno = ERANGE, -1;
 	*out = (uint64_t)v << shift;
 	return 0;
 }
@@ -405,8 +413,20 @@ VD_EXPORT int vdisk_cfg_size(json_t *cfg, const char *key, uint64_t *out)
 		*out = (uint64_t)json_integer_value(v);
 		return 1;
 	}
-	if (json_is_string(v) && vdisk_parse_size(json_string_value(v), out) == 0)
+	if (json_is_real(v) && json_real_value(v) >= 9.2e18)
+		return vdisk_set_error("%s: %g is too large (a size is at most 8 EiB - 1)", key,
+		                       json_real_value(v));
+	if (json_is_string(v) && vdisk_parse_size(json_string_value(v), out) == 0) {
+		/* no disk, offset or length of the contract goes beyond INT64_MAX */
+		if (*out > (uint64_t)INT64_MAX)
+			return vdisk_set_error(
+			    "%s: '%s' is too large (a size is at most 8 EiB - 1)", key,
+			    json_string_value(v));
 		return 1;
+	}
+	if (json_is_string(v) && errno == ERANGE)
+		return vdisk_set_error("%s: '%s' is too large (a size is at most 8 EiB - 1)", key,
+		                       json_string_value(v));
 	if (json_is_string(v))
 		return vdisk_set_error("%s: '%s' is not a size (examples: 512, 4k, 1M, 2G, 1T)",
 		                       key, json_string_value(v));

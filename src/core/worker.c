@@ -21,12 +21,12 @@ static void *worker_main(void *arg)
 		while (!jobs_head)
 			pthread_cond_wait(&wcond, &wlock);
 		struct vdisk_req *r = jobs_head;
-		jobs_head = r->next;
+		jobs_head = r->internal.next;
 		if (!jobs_head)
 			jobs_tail = &jobs_head;
 		pthread_mutex_unlock(&wlock);
-		r->next = NULL;
-		vdisk_status st = r->work(r);
+		r->internal.next = NULL;
+		vdisk_status st = r->internal.work(r);
 		vd_complete_remote(r, st);
 	}
 	return NULL;
@@ -50,10 +50,10 @@ VD_EXPORT int vdisk_offload(struct vdisk_req *r, vdisk_status (*work)(struct vdi
 		}
 		nworkers++;
 	}
-	r->work = work;
-	r->next = NULL;
+	r->internal.work = work;
+	r->internal.next = NULL;
 	*jobs_tail = r;
-	jobs_tail = &r->next;
+	jobs_tail = &r->internal.next;
 	r->q->remote_expected++;
 	pthread_cond_signal(&wcond);
 	pthread_mutex_unlock(&wlock);

@@ -321,6 +321,7 @@ static int bench_main(int argc, char **argv)
 			break;
 		}
 		case 'b':
+			errno = 0;
 			if (vdisk_parse_size(optarg, &p.bs) < 0 || p.bs == 0 || p.bs > (64u << 20))
 				return tool_usage(cmd, "--bs: '%s' is not a size up to 64M",
 				                  optarg);
@@ -344,8 +345,10 @@ static int bench_main(int argc, char **argv)
 				                  optarg);
 			break;
 		case 's':
+			errno = 0;
 			if (vdisk_parse_size(optarg, &p.size) < 0 || p.size == 0)
-				return tool_usage(cmd, "--size: '%s' is not a size", optarg);
+				return tool_usage(cmd, "--size: '%s' is %s", optarg,
+				                  errno == ERANGE ? "too large" : "not a size");
 			break;
 		case 'm':
 			if (parse_uint(optarg, &p.mixread, 0, 100) < 0)
@@ -373,9 +376,15 @@ static int bench_main(int argc, char **argv)
 		return tool_error("bench", EXIT_FAIL, "%s", vdisk_errmsg());
 	p.ss = vdisk_sector_size(d);
 	uint64_t disk_bytes = vdisk_sector_count(d) * p.ss;
-	if (!p.size || p.size > disk_bytes)
-		p.size = disk_bytes;
 	int rc = EXIT_OK;
+	if (p.size > disk_bytes) {
+		rc = tool_usage(cmd,
+		                "--size: %" PRIu64 " is larger than the disk (%" PRIu64 " bytes)",
+		                p.size, disk_bytes);
+		goto out_disk;
+	}
+	if (!p.size)
+		p.size = disk_bytes;
 	if (p.bs % p.ss) {
 		rc = tool_usage(cmd,
 		                "--bs: %" PRIu64 " is not a multiple of the sector size %" PRIu32,

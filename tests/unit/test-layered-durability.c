@@ -201,10 +201,15 @@ static void test_kill_during_writes(void **state)
 		/* collect records until the kill, then what is left in the pipe */
 		struct rec *recs = NULL;
 		size_t nrec = 0, cap = 0;
-		uint64_t kill_at = now_ms() + 150 + (uint64_t)(rand() % 400);
+		/* the clock starts at the first record, once the child has opened the
+		 * stack: on a loaded machine opening alone may take longer than the
+		 * delay */
+		uint64_t delay = 150 + (uint64_t)(rand() % 400), kill_at = 0;
 		bool killed = false;
 		for (;;) {
-			if (!killed && now_ms() >= kill_at) {
+			if (!kill_at && nrec > 0)
+				kill_at = now_ms() + delay;
+			if (!killed && kill_at && now_ms() >= kill_at) {
 				kill(pid, SIGKILL);
 				killed = true;
 			}

@@ -68,8 +68,11 @@ static void test_access_table(void **state)
 	for (int t = 0; t <= 6; t++) {
 		char domain[32], inner[512];
 		snprintf(domain, sizeof domain, "access-%d", t);
+		/* shared storage: three writers of one file, which the image
+		 * lock would refuse (the reservations are what orders them) */
 		snprintf(inner, sizeof inner,
-		         "{\"type\":\"file\",\"path\":\"%s/shared-%d.img\",\"create\":\"1M\"}",
+		         "{\"type\":\"file\",\"path\":\"%s/shared-%d.img\",\"create\":\"1M\","
+		         "\"locking\":false}",
 		         tu_tmpdir(), t);
 		struct vdisk *d[3];
 		struct vdisk_queue *q[3];
@@ -206,8 +209,10 @@ static void test_two_initiators_share_a_file(void **state)
 {
 	(void)state;
 	char inner[512];
-	snprintf(inner, sizeof inner,
-	         "{\"type\":\"file\",\"path\":\"%s/cluster.img\",\"create\":\"1M\"}", tu_tmpdir());
+	snprintf(
+	    inner, sizeof inner,
+	    "{\"type\":\"file\",\"path\":\"%s/cluster.img\",\"create\":\"1M\",\"locking\":false}",
+	    tu_tmpdir());
 	struct vdisk *a = initiator("cluster", "1111111111111111", inner);
 	struct vdisk *b = initiator("cluster", "2222222222222222", inner);
 	unsigned char *w = tu_alloc(4096), *r = tu_alloc(4096);

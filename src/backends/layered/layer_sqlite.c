@@ -55,6 +55,8 @@ struct sq_ctl {
 struct sq {
 	sqlite3 *db;
 	char *path;
+	int lock_fd; /* holds the image lock (vdisk_lock_image), when has_lock */
+	bool has_lock;
 	uint64_t count; /* changed only by the worker */
 	_Atomic uint64_t count_pub;
 	uint64_t zero_after; /* absent sectors at or beyond it read as zeros */
@@ -501,6 +503,8 @@ static void sq_free(struct sq *s)
 	sqlite3_finalize(s->s_meta);
 	if (s->db)
 		sqlite3_close(s->db);
+	if (s->has_lock)
+		close(s->lock_fd);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->ctl_lock);
@@ -812,15 +816,17 @@ static void set_meta(struct layer *l, struct sq *s)
 
 static int sq_layer_open(struct layer *l, json_t *cfg, const struct layer_meta *below)
 {
-	static const char *const keys[] = {"path", "create", "size", "sector-size", NULL};
+	static const char *const keys[] = {"path",        "create",  "size",
+	                                   "sector-size", "locking", NULL};
 	const char *path = NULL;
-	bool create = false;
+	bool create = false, locking = true;
 	uint64_t size = 0, ss = below ? below->sector_size : 512;
 	int have_size, have_ss;
 	if (vdisk_cfg_check(cfg, keys) < 0 || vdisk_cfg_string(cfg, "path", &path) < 0 ||
 	    vdisk_cfg_bool(cfg, "create", &create) < 0 ||
 	    (have_size = vdisk_cfg_size(cfg, "size", &size)) < 0 ||
-	    (have_ss = vdisk_cfg_size(cfg, "sector-size", &ss)) < 0)
+	    (have_ss = vdisk_cfg_size(cfg, "sector-size", &ss)) < 0 ||
+	    vdisk_cfg_bool(cfg, "locking", &locking) < 0)
 		return -1;
 	if (!path || !*path)
 		return vdisk_set_error("path: required");
@@ -859,9 +865,25 @@ static int sq_layer_open(struct layer *l, json_t *cfg, const struct layer_meta *
 			return -1;
 		}
 	}
+	/* the image lock, before SQLite may recover the WAL (a write) */
+	int lock_fd = -1;
+	if (locking) {
+		lock_fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+		if (lock_fd < 0)
+			return vdisk_set_error_errno(errno, "path '%s'", path);
+		if (vdisk_lock_image(lock_fd, path, !l->open_read_only) < 0) {
+			close(lock_fd);
+			return -1;
+		}
+	}
 	struct sq *s = sq_open_file(path, l->open_read_only);
-	if (!s)
+	if (!s) {
+		if (lock_fd >= 0)
+			close(lock_fd);
 		return -1;
+	}
+	s->lock_fd = lock_fd;
+	s->has_lock = lock_fd >= 0;
 	set_meta(l, s);
 	return 0;
 }

@@ -8,7 +8,7 @@
  * layer 0 and on through the write-through layers below it; a read-cache layer
  * is filled, after a miss, with what the layers below returned.
  *
- * Semantics follow the reference (section 5.9) with these deliberate changes:
+ * Semantics follow OpenVMM's LayeredDisk with these deliberate changes:
  *  - a read through a read-cache layer never returns stale data: a layer
  *    answers all of a request's runs before the private buffer comes into use,
  *    and every sector read into that buffer is copied back, not only the ones
