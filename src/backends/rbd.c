@@ -142,21 +142,11 @@ static void vrbd_issue(struct vdisk_req *r, enum vrbd_call call)
 	}
 	uint64_t off = r->sector << b->shift, len = r->count << b->shift;
 	switch (call) {
-	case C_READ:
-		ret = rbd_aio_readv(b->image, r->iov, r->iovcnt, off, c);
-		break;
-	case C_WRITE:
-		ret = rbd_aio_writev(b->image, r->iov, r->iovcnt, off, c);
-		break;
-	case C_FLUSH:
-		ret = rbd_aio_flush(b->image, c);
-		break;
-	case C_DISCARD:
-		ret = rbd_aio_discard(b->image, off, len, c);
-		break;
-	case C_ZEROES:
-		ret = rbd_aio_write_zeroes(b->image, off, len, c, 0, 0);
-		break;
+	case C_READ: ret = rbd_aio_readv(b->image, r->iov, r->iovcnt, off, c); break;
+	case C_WRITE: ret = rbd_aio_writev(b->image, r->iov, r->iovcnt, off, c); break;
+	case C_FLUSH: ret = rbd_aio_flush(b->image, c); break;
+	case C_DISCARD: ret = rbd_aio_discard(b->image, off, len, c); break;
+	case C_ZEROES: ret = rbd_aio_write_zeroes(b->image, off, len, c, 0, 0); break;
 	}
 	if (ret < 0)
 		vrbd_submit_failed(r, c, ret);
@@ -231,8 +221,8 @@ static int vrbd_extent_add(struct vdisk_req *r, uint64_t off, uint64_t len, uint
 		s = off >> b->shift;
 		e = (off + len + mask) >> b->shift;
 	}
-	uint64_t prev_end = x->next ? r->ext[x->next - 1].sector + r->ext[x->next - 1].count
-	                            : r->sector;
+	uint64_t prev_end =
+	    x->next ? r->ext[x->next - 1].sector + r->ext[x->next - 1].count : r->sector;
 	if (s < prev_end)
 		s = prev_end;
 	x->pos = off + len;
@@ -261,8 +251,8 @@ static int vrbd_diff_cb(uint64_t off, size_t len, int exists, void *arg)
 		off = x->pos;
 	}
 	if (off > x->pos) {
-		int ret = vrbd_extent_add(r, x->pos, off - x->pos,
-		                         VDISK_EXTENT_HOLE | VDISK_EXTENT_ZERO);
+		int ret =
+		    vrbd_extent_add(r, x->pos, off - x->pos, VDISK_EXTENT_HOLE | VDISK_EXTENT_ZERO);
 		if (ret < 0)
 			return ret;
 	}
@@ -328,10 +318,9 @@ static int vrbd_resize_op(struct vdisk *d, uint64_t count)
 	struct vrbd *b = vdisk_priv(d);
 	int ret = rbd_resize(b->image, count << b->shift);
 	if (ret < 0)
-		return vdisk_set_error_errno(-ret, "cluster '%s', pool '%s', image '%s': resize to %" PRIu64
-		                             " bytes failed: %s",
-		                             b->cluster_name, b->pool, b->name, count << b->shift,
-		                             strerror(-ret));
+		return vdisk_set_error_errno(
+		    -ret, "cluster '%s', pool '%s', image '%s': resize to %" PRIu64 " bytes failed",
+		    b->cluster_name, b->pool, b->name, count << b->shift);
 	vdisk_set_sector_count(d, count);
 	return 0;
 }
@@ -398,16 +387,17 @@ static int vrbd_check_name(const char *key, const char *v, bool allow_empty)
 		return vdisk_set_error("%s: must not be empty", key);
 	for (const char *p = v; *p; p++)
 		if ((unsigned char)*p < 0x20 || *p == '@' || *p == '/')
-			return vdisk_set_error("%s: '%s' contains '%c', which RBD names cannot hold",
-			                       key, v, *p < 0x20 ? '?' : *p);
+			return vdisk_set_error(
+			    "%s: '%s' contains '%c', which RBD names cannot hold", key, v,
+			    *p < 0x20 ? '?' : *p);
 	return 0;
 }
 
 static int vrbd_open(struct vdisk *d, json_t *cfg)
 {
-	static const char *const keys[] = {"pool",    "image",   "namespace", "snapshot",
-	                                   "conf",    "user",    "keyring",   "cluster",
-	                                   "create",  "timeout", "sector-size", NULL};
+	static const char *const keys[] = {"pool",   "image",   "namespace",   "snapshot",
+	                                   "conf",   "user",    "keyring",     "cluster",
+	                                   "create", "timeout", "sector-size", NULL};
 	const char *pool = "rbd", *image = NULL, *nspace = "", *snap = NULL, *conf = NULL,
 	           *user = "admin", *keyring = NULL, *cluster = "ceph";
 	uint64_t create = 0, timeout = 30ull * 1000000000, ss = 512;
@@ -425,10 +415,12 @@ static int vrbd_open(struct vdisk *d, json_t *cfg)
 		return -1;
 	if (!image)
 		return vdisk_set_error("image: missing (the name of the RBD image)");
-	if (vrbd_check_name("pool", pool, false) < 0 || vrbd_check_name("image", image, false) < 0 ||
+	if (vrbd_check_name("pool", pool, false) < 0 ||
+	    vrbd_check_name("image", image, false) < 0 ||
 	    vrbd_check_name("namespace", nspace, true) < 0 ||
 	    (snap && vrbd_check_name("snapshot", snap, false) < 0) ||
-	    vrbd_check_name("user", user, false) < 0 || vrbd_check_name("cluster", cluster, false) < 0)
+	    vrbd_check_name("user", user, false) < 0 ||
+	    vrbd_check_name("cluster", cluster, false) < 0)
 		return -1;
 	if (ss != 512 && ss != 4096)
 		return vdisk_set_error("sector-size: %" PRIu64 " is not 512 or 4096", ss);
@@ -469,18 +461,21 @@ static int vrbd_open(struct vdisk *d, json_t *cfg)
 	int ret = rados_create2(&b->cluster, cluster, client, 0);
 	if (ret < 0) {
 		b->cluster = NULL;
-		vdisk_set_error_errno(-ret, "%s: cannot set up a client as '%s': %s", where, client,
-		                      strerror(-ret));
+		vdisk_set_error_errno(-ret, "%s: cannot set up a client as '%s'", where, client);
 		goto fail;
 	}
 	/* conf: the file given, else librados's own search ($CEPH_CONF,
 	 * /etc/ceph/$cluster.conf, ~/.ceph/...) */
 	ret = rados_conf_read_file(b->cluster, conf);
 	if (ret < 0 && conf) {
-		vdisk_set_error_errno(-ret, "%s: cannot read the configuration file '%s': %s", where,
-		                      conf, strerror(-ret));
+		vdisk_set_error_errno(-ret, "%s: cannot read the configuration file '%s'", where,
+		                      conf);
 		goto fail;
 	}
+	/* librados's own complaints would go to our stderr: the message set
+	 * below says what failed */
+	rados_conf_set(b->cluster, "log_to_stderr", "false");
+	rados_conf_set(b->cluster, "err_to_stderr", "false");
 	ret = 0;
 	if (keyring)
 		ret = rados_conf_set(b->cluster, "keyring", keyring);
@@ -494,8 +489,7 @@ static int vrbd_open(struct vdisk *d, json_t *cfg)
 			ret = rados_conf_set(b->cluster, "rados_osd_op_timeout", tmo);
 	}
 	if (ret < 0) {
-		vdisk_set_error_errno(-ret, "%s: cannot configure the client: %s", where,
-		                      strerror(-ret));
+		vdisk_set_error_errno(-ret, "%s: cannot configure the client", where);
 		goto fail;
 	}
 	ret = rados_connect(b->cluster);
@@ -506,9 +500,10 @@ static int vrbd_open(struct vdisk *d, json_t *cfg)
 		                  : ret == -EACCES || ret == -EPERM
 		                      ? "authentication refused (check user and keyring)"
 		                  : ret == -ENOENT ? "no monitor address or keyring found"
-		                                   : strerror(-ret);
-		vdisk_set_error_errno(-ret, "%s: cannot connect to the cluster (monitors '%s', as %s): %s",
-		                      where, mon[0] ? mon : "none configured", client, why);
+		                                   : "failed";
+		vdisk_set_error_errno(
+		    -ret, "%s: cannot connect to the cluster (monitors '%s', as %s): %s", where,
+		    mon[0] ? mon : "none configured", client, why);
 		goto fail;
 	}
 	rados_cluster_fsid(b->cluster, b->fsid, sizeof(b->fsid));
@@ -528,8 +523,7 @@ static int vrbd_open(struct vdisk *d, json_t *cfg)
 		if (ret == 0)
 			b->created = true;
 		else if (ret != -EEXIST) {
-			vdisk_set_error_errno(-ret, "%s: cannot create the image: %s", where,
-			                      strerror(-ret));
+			vdisk_set_error_errno(-ret, "%s: cannot create the image", where);
 			goto fail;
 		}
 	}
@@ -537,14 +531,14 @@ static int vrbd_open(struct vdisk *d, json_t *cfg)
 	         : rbd_open(b->io, image, &b->image, NULL);
 	if (ret < 0) {
 		b->image = NULL;
-		vdisk_set_error_errno(-ret, "%s%s%s%s: %s", where, snap ? ", snapshot '" : "",
-		                      snap ? snap : "", snap ? "'" : "",
-		                      ret == -ENOENT ? (snap ? "the image or snapshot does not exist"
-		                                        : have_create
-		                                            ? "the image does not exist (and create= "
-		                                              "cannot make one on a read-only open)"
-		                                            : "the image does not exist")
-		                                     : strerror(-ret));
+		vdisk_set_error_errno(
+		    -ret, "%s%s%s%s: %s", where, snap ? ", snapshot '" : "", snap ? snap : "",
+		    snap ? "'" : "",
+		    ret == -ENOENT ? (snap          ? "the image or snapshot does not exist"
+		                      : have_create ? "the image does not exist (and create= "
+		                                      "cannot make one on a read-only open)"
+		                                    : "the image does not exist")
+		                   : "cannot open the image");
 		goto fail;
 	}
 	uint64_t size = 0;
@@ -554,8 +548,7 @@ static int vrbd_open(struct vdisk *d, json_t *cfg)
 	    (ret = rbd_stat(b->image, &info, sizeof(info))) < 0 ||
 	    (ret = rbd_get_features(b->image, &b->features)) < 0 ||
 	    (ret = rbd_get_id(b->image, id, sizeof(id))) < 0) {
-		vdisk_set_error_errno(-ret, "%s: cannot read the image's header: %s", where,
-		                      strerror(-ret));
+		vdisk_set_error_errno(-ret, "%s: cannot read the image's header", where);
 		goto fail;
 	}
 	b->object_size = info.obj_size;
@@ -579,8 +572,8 @@ static int vrbd_open(struct vdisk *d, json_t *cfg)
 	if (!snap) {
 		ret = rbd_update_watch(b->image, &b->watch_handle, vrbd_update_cb, b);
 		if (ret < 0) {
-			vdisk_set_error_errno(-ret, "%s: cannot watch the image for resizes: %s", where,
-			                      strerror(-ret));
+			vdisk_set_error_errno(-ret, "%s: cannot watch the image for resizes",
+			                      where);
 			goto fail;
 		}
 		b->watching = true;
