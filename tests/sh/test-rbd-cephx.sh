@@ -3,7 +3,7 @@
 # missing keyring gives a clear error naming the cluster, pool and image.
 # ctest-labels: ceph slow
 # ctest-resource-lock: ceph
-# ctest-timeout: 300
+# ctest-timeout: 900
 source "$(dirname "$0")/functions.sh"
 source "$(dirname "$0")/ceph-functions.sh"
 CEPH_AUTH=cephx ceph_start

@@ -4,7 +4,7 @@
 # missing pool, image or snapshot, unknown keys, a snapshot opened read-only.
 # ctest-labels: ceph slow
 # ctest-resource-lock: ceph
-# ctest-timeout: 400
+# ctest-timeout: 900
 source "$(dirname "$0")/functions.sh"
 source "$(dirname "$0")/ceph-functions.sh"
 requires qemu-img

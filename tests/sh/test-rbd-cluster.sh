@@ -2,7 +2,7 @@
 # The private cluster of ceph-functions.sh starts, stores an image and stops.
 # ctest-labels: ceph slow
 # ctest-resource-lock: ceph
-# ctest-timeout: 240
+# ctest-timeout: 900
 source "$(dirname "$0")/functions.sh"
 source "$(dirname "$0")/ceph-functions.sh"
 ceph_start

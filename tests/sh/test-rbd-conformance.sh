@@ -3,7 +3,7 @@
 # over a layered RAM diff on top of one (each on a fresh image).
 # ctest-labels: ceph slow
 # ctest-resource-lock: ceph
-# ctest-timeout: 600
+# ctest-timeout: 900
 source "$(dirname "$0")/functions.sh"
 source "$(dirname "$0")/ceph-functions.sh"
 CONF=$BUILD_DIR/tests/vdisk-conformance

@@ -5,7 +5,7 @@
 # timeout the writes fail instead, and those reported done are still there.
 # ctest-labels: ceph slow
 # ctest-resource-lock: ceph
-# ctest-timeout: 300
+# ctest-timeout: 900
 source "$(dirname "$0")/functions.sh"
 source "$(dirname "$0")/ceph-functions.sh"
 source "$(dirname "$0")/nbd-functions.sh"

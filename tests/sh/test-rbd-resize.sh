@@ -3,7 +3,7 @@
 # against a private cluster).
 # ctest-labels: ceph slow
 # ctest-resource-lock: ceph
-# ctest-timeout: 300
+# ctest-timeout: 900
 source "$(dirname "$0")/functions.sh"
 source "$(dirname "$0")/ceph-functions.sh"
 T=$BUILD_DIR/tests/test-rbd-watch

@@ -4,7 +4,7 @@
 # written after the last flush holds its old or its new data.
 # ctest-labels: ceph slow
 # ctest-resource-lock: ceph
-# ctest-timeout: 300
+# ctest-timeout: 900
 source "$(dirname "$0")/functions.sh"
 source "$(dirname "$0")/ceph-functions.sh"
 source "$(dirname "$0")/nbd-functions.sh"
