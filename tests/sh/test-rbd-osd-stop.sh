@@ -77,6 +77,7 @@ stop_server
 import json, sys
 j = json.load(open(sys.argv[1]))
 assert j["early"] == 0, f"{j['early']} writes reported done while the OSD was stopped"
+assert len(j["done"]) < 64, "every write succeeded although the OSD was away past the timeout"
 print(f"{64 - len(j['done'])} of 64 writes failed with the OSD away longer than the timeout")
 PY
 rbdc export --no-progress rbd/b "$TMP/b.img" >/dev/null
