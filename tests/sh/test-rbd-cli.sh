@@ -81,6 +81,15 @@ rbdc snap create rbd/a@s1 >/dev/null
 "$VDISK" compare "$TMP/src.raw" "$S,image=a,snapshot=s1" || fail "the snapshot changed"
 expect_status 1 "$VDISK" convert "$TMP/plain" "$S,image=a,snapshot=s1"
 
+# a namespace of the pool holds its own images
+rbdc namespace create --pool rbd --namespace ns1
+"$VDISK" create "$S,namespace=ns1,image=n" 8M || fail "vdisk create in a namespace"
+[[ $(rbdc ls --pool rbd --namespace ns1) == n ]] || fail "the image is not in the namespace"
+expect_status 1 "$VDISK" info "$S,image=n"
+expect_stderr "the image does not exist"
+"$VDISK" info "$S,namespace=ns1,image=n" --json | grep -q '"namespace": "ns1"' ||
+	fail "inspect does not show the namespace"
+
 # bad input: each message names cluster, pool and image and what failed
 expect_status 1 "$VDISK" info "$S,image=nosuch"
 expect_stderr "cluster 'ceph'"
