@@ -16,9 +16,11 @@ const struct vdisk_cmd vdisk_cmd_create = {
     .summary = "create a new, empty image",
     .usage = "Usage: vdisk create FORMAT PATH SIZE [options]\n"
              "       vdisk create vhd PATH [SIZE] --parent PARENT\n"
-             "       vdisk create vhd PATH --fixed --adopt\n\n"
+             "       vdisk create vhd PATH --fixed --adopt\n"
+             "       vdisk create TYPE:KEY=VALUE,... SIZE\n\n"
              "Creates PATH as an empty image of SIZE bytes (512, 4k, 1M, 2G, 1T...).  An\n"
-             "existing PATH is never overwritten.\n\n"
+             "existing PATH is never overwritten.  The last form creates the disk a\n"
+             "shorthand spec names, for types that take create=SIZE (rbd:pool=P,image=I).\n\n"
              "Formats:\n"
              "  raw   a sparse file: allocates nothing until written\n"
              "        --sector-size 512|4096\n"
@@ -31,6 +33,33 @@ const struct vdisk_cmd vdisk_cmd_create = {
              "                           in place: appends a footer, moves no data\n",
     .main = create_main,
 };
+
+/* vdisk create TYPE:... SIZE: open the spec with create=SIZE; a disk that was
+ * there already (its top layer's inspect says created: false) is refused. */
+static int create_spec(const struct vdisk_cmd *cmd, const char *spec, const char *sz, uint64_t ss)
+{
+	uint64_t size;
+	if (vdisk_parse_size(sz, &size) < 0 || size == 0)
+		return tool_usage(cmd, "'%s' is not a size", sz);
+	char *text = NULL;
+	if (asprintf(&text, "%s,create=%s%s", spec, sz, ss != 512 ? ",sector-size=4096" : "") < 0)
+		return tool_error("create", EXIT_FAIL, "out of memory");
+	struct vdisk *d = vdisk_open(text, 0);
+	free(text);
+	if (!d)
+		return tool_error("create", EXIT_FAIL, "%s", vdisk_errmsg());
+	char *info = vdisk_inspect(d, 0);
+	json_t *j = info ? json_loads(info, 0, NULL) : NULL;
+	json_t *created =
+	    json_object_get(json_array_get(json_object_get(j, "layers"), 0), "created");
+	int rc = EXIT_OK;
+	if (json_is_false(created))
+		rc = tool_error("create", EXIT_FAIL, "'%s' exists; refusing to overwrite it", spec);
+	json_decref(j);
+	free(info);
+	vdisk_unref(d);
+	return rc;
+}
 
 static int create_main(int argc, char **argv)
 {
@@ -65,6 +94,8 @@ static int create_main(int argc, char **argv)
 		default: return tool_usage(cmd, "unknown option");
 		}
 	}
+	if (optind == argc - 2 && strchr(argv[optind], ':') && argv[optind][0] != '{')
+		return create_spec(cmd, argv[optind], argv[optind + 1], ss);
 	int nargs = argc - optind;
 	if (nargs < 2)
 		return tool_usage(cmd, "expected FORMAT PATH SIZE");

@@ -26,6 +26,10 @@ int pthread_mutex_lock(pthread_mutex_t *m)
 		lock_hook = NULL;
 		hook();
 	}
+	/* libraries linked in (librbd's) take mutexes in their constructors,
+	 * before main */
+	if (!real_lock)
+		real_lock = (int (*)(pthread_mutex_t *))dlsym(RTLD_NEXT, "pthread_mutex_lock");
 	return real_lock(m);
 }
 
