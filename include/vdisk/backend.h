@@ -451,6 +451,11 @@ void vdisk_timer_cancel(struct vdisk_queue *q, struct vdisk_timer *t);
 void *vdisk_bounce_get(struct vdisk_queue *q, size_t len);
 void vdisk_bounce_put(struct vdisk_queue *q, void *buf, size_t len);
 
+/* CRC-32C (Castagnoli, the polynomial of iSCSI digests and VHDX checksums):
+ * crc is the value a previous call returned (0 to start); returns the digest
+ * of everything so far.  Uses the CPU's instruction where it has one. */
+uint32_t vdisk_crc32c(uint32_t crc, const void *buf, size_t len);
+
 /* iovec helpers. */
 size_t vdisk_iov_length(const struct iovec *iov, int iovcnt);
 /* Copy len bytes between a flat buffer and iov starting at byte offset off. */

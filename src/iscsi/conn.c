@@ -190,7 +190,7 @@ void isc_send_pdu(struct isc_conn *c, uint8_t *bhs, const uint8_t *data, uint32_
 	memcpy(o->hdr, bhs, ISC_BHS);
 	o->hlen = ISC_BHS;
 	if (c->hdigest) {
-		put_le32(o->hdr + ISC_BHS, isc_crc32c(0, o->hdr, ISC_BHS));
+		put_le32(o->hdr + ISC_BHS, vdisk_crc32c(0, o->hdr, ISC_BHS));
 		o->hlen += 4;
 	}
 	o->data = data;
@@ -201,9 +201,9 @@ void isc_send_pdu(struct isc_conn *c, uint8_t *bhs, const uint8_t *data, uint32_
 		memset(o->tail, 0, sizeof o->tail);
 		o->tail_len = (uint8_t)pad;
 		if (c->ddigest) {
-			uint32_t crc = isc_crc32c(0, data, dlen);
+			uint32_t crc = vdisk_crc32c(0, data, dlen);
 			if (pad)
-				crc = isc_crc32c(crc, o->tail, pad);
+				crc = vdisk_crc32c(crc, o->tail, pad);
 			put_le32(o->tail + pad, crc);
 			o->tail_len += 4;
 		}
@@ -776,7 +776,7 @@ static bool parse_input(struct isc_conn *c)
 			break;
 		if (hd) {
 			uint32_t want = get_le32(bhs + ISC_BHS + ahs);
-			if (isc_crc32c(0, bhs, ISC_BHS + ahs) != want) {
+			if (vdisk_crc32c(0, bhs, ISC_BHS + ahs) != want) {
 				isc_log(c->t, VDISK_ISCSI_LOG_CLIENT, "%s: header digest error",
 				        c->peer);
 				return false;
@@ -785,7 +785,7 @@ static bool parse_input(struct isc_conn *c)
 		const uint8_t *data = bhs + ISC_BHS + ahs + hd;
 		if (dd) {
 			uint32_t want = get_le32(data + dlen + pad);
-			if (isc_crc32c(0, data, dlen + pad) != want) {
+			if (vdisk_crc32c(0, data, dlen + pad) != want) {
 				isc_log(c->t, VDISK_ISCSI_LOG_CLIENT, "%s: data digest error",
 				        c->peer);
 				send_reject(c, bhs, 0x02);

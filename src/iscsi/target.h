@@ -381,9 +381,6 @@ void isc_ua_host(struct isc_target *t, const uint8_t host_id[16], uint32_t ua);
 bool isc_nexus_by_host(struct isc_target *t, const uint8_t host_id[16], char *iname, size_t len,
                        uint8_t isid[6]);
 
-/* crc32c.c */
-uint32_t isc_crc32c(uint32_t crc, const void *buf, size_t len);
-
 /* conn.c */
 void isc_conn_serve(struct isc_conn *c);
 struct isc_conn *isc_conn_new(struct isc_target *t, int in_fd, int out_fd, const char *peer);

@@ -96,10 +96,12 @@ LD_LIBRARY_PATH=$libdir ldd "$TMP/user" | grep -q "$libdir/libvdisk.so.0" ||
 # them (pkg-config --static would recurse into libcurl's own private
 # dependencies, whose -dev packages Debian does not pull in)
 deps=$(pkg-config --print-requires libvdisk; pkg-config --print-requires-private libvdisk)
+# and the libraries without a .pc of their own, from its Libs.private
+private=$(sed -n 's/^Libs.private: //p' "$(pkg-config --variable=pcfiledir libvdisk)/libvdisk.pc")
 # shellcheck disable=SC2046,SC2086
 cc -std=c17 -Wall -Wextra -Werror "${san[@]}" -o "$TMP/user-static" "$TMP/user.c" \
 	$(pkg-config --cflags libvdisk) "$libdir/libvdisk.a" $(pkg-config --libs $deps) \
-	-lpthread -lm 2>"$TMP/cc.log" ||
+	$private 2>"$TMP/cc.log" ||
 	fail "building against the installed static library: $(cat "$TMP/cc.log")"
 ldd "$TMP/user-static" | grep -q libvdisk && fail "the static program needs libvdisk.so"
 "$TMP/user-static" >"$TMP/out" 2>&1 || fail "the static program failed: $(cat "$TMP/out")"

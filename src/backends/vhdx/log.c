@@ -25,26 +25,6 @@
 
 #define SECTOR 4096u
 
-uint32_t vhdx_crc32c(uint32_t crc, const void *buf, size_t len)
-{
-	static uint32_t table[256];
-	static _Atomic int ready;
-	if (!ready) {
-		for (uint32_t i = 0; i < 256; i++) {
-			uint32_t c = i;
-			for (int k = 0; k < 8; k++)
-				c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
-			table[i] = c;
-		}
-		ready = 1;
-	}
-	const uint8_t *p = buf;
-	crc = ~crc;
-	while (len--)
-		crc = table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
-	return ~crc;
-}
-
 struct entry {
 	int state; /* 0 unknown, 1 valid, -1 invalid */
 	uint32_t len;
@@ -125,7 +105,7 @@ static bool check_entry(struct log *l, uint64_t s)
 	for (uint64_t i = 0; i < nsecs; i++)
 		memcpy(l->tmp + i * SECTOR, sec(l, s + i), SECTOR);
 	memset(l->tmp + 4, 0, 4);
-	if (vhdx_crc32c(0, l->tmp, len) != img_le32(h + 4))
+	if (vdisk_crc32c(0, l->tmp, len) != img_le32(h + 4))
 		return false;
 	*e = (struct entry){1, len, tail, seq, ndesc, vhdx_le64(h + 48), vhdx_le64(h + 56)};
 	return true;

@@ -488,7 +488,7 @@ static const char *header_problem(const uint8_t *h)
 	uint8_t tmp[VHDX_HEADER_SIZE];
 	memcpy(tmp, h, sizeof tmp);
 	memset(tmp + 4, 0, 4);
-	if (vhdx_crc32c(0, tmp, sizeof tmp) != img_le32(h + 4))
+	if (vdisk_crc32c(0, tmp, sizeof tmp) != img_le32(h + 4))
 		return "checksum does not match";
 	if (vhdx_le16(h + 66) != 1) {
 		snprintf(why, sizeof why, "version %u (only 1 is known)", vhdx_le16(h + 66));
@@ -607,7 +607,7 @@ static int read_regions(struct vhdx *v)
 		memset(rt + 4, 0, 4);
 		if (memcmp(rt, "regi", 4) != 0)
 			why = "signature is not 'regi'";
-		else if (vhdx_crc32c(0, rt, VHDX_RT_SIZE) != want)
+		else if (vdisk_crc32c(0, rt, VHDX_RT_SIZE) != want)
 			why = "checksum does not match";
 		else if (img_le32(rt + 8) > VHDX_MAX_ENTRIES)
 			why = "more than 2047 entries";

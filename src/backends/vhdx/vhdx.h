@@ -53,10 +53,6 @@ static inline uint64_t vhdx_le64(const void *p)
 	return (uint64_t)img_le32((const uint8_t *)p + 4) << 32 | img_le32(p);
 }
 
-/* CRC-32C (Castagnoli), as the headers, region tables and log entries use it:
- * crc = vhdx_crc32c(0, buf, len). */
-uint32_t vhdx_crc32c(uint32_t crc, const void *buf, size_t len);
-
 /* A write the log replay makes: len bytes at off, from data (NULL: zeros). */
 struct vhdx_write {
 	uint64_t off;

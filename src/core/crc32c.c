@@ -1,11 +1,13 @@
-/* CRC32C (Castagnoli), the iSCSI header and data digest (RFC 7143 13.1):
- * the SSE4.2 instruction where the CPU has it, else a table. */
+/* CRC-32C (Castagnoli), for the iSCSI digests and the VHDX structures: the
+ * SSE4.2 instruction where the CPU has it, else a table. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
-#include "iscsi/target.h"
+#include <pthread.h>
+
+#include "internal.h"
 
 static uint32_t table[256];
 static pthread_once_t table_once = PTHREAD_ONCE_INIT;
@@ -43,9 +45,7 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const uin
 }
 #endif
 
-/* crc is the running value of a previous call (start with 0); returns the
- * finished digest of everything so far. */
-uint32_t isc_crc32c(uint32_t crc, const void *buf, size_t len)
+VD_EXPORT uint32_t vdisk_crc32c(uint32_t crc, const void *buf, size_t len)
 {
 	pthread_once(&table_once, table_init);
 	const uint8_t *p = buf;
