@@ -47,9 +47,21 @@ _ceph_stop() {
 ceph_osd_stop() { kill -STOP "$(cat "$CEPH_DIR/run/osd.0.pid")"; }
 ceph_osd_cont() { kill -CONT "$(cat "$CEPH_DIR/run/osd.0.pid")"; }
 
+# A monitor sometimes refuses its new OSD for good ("wrong fsid" at every
+# start, seen under load); a cluster made afresh (new directory, fsid and port)
+# then comes up.  Three clusters at most.
 ceph_start() {
 	ceph_requires
-	CEPH_DIR=$TMP/ceph
+	local attempt
+	for attempt in 1 2 3; do
+		CEPH_DIR=$TMP/ceph$attempt
+		_ceph_start_once && return 0
+		_ceph_stop
+	done
+	fail "ceph-osd: three fresh clusters refused their OSD: $(cat "$CEPH_DIR/log/osd.out")"
+}
+
+_ceph_start_once() {
 	mkdir -p "$CEPH_DIR"/{run,log,mon,osd}
 	local port fsid osd_uuid auth=none
 	port=$(_ceph_free_port)
@@ -139,7 +151,7 @@ CONF
 		fi
 		sleep 1
 	done
-	((ok)) || fail "ceph-osd: $(cat "$CEPH_DIR/log/osd.out")"
+	((ok)) || return 1
 	cephc osd pool create rbd 8 >/dev/null 2>&1 || fail "ceph osd pool create rbd failed"
 	cephc osd pool set rbd size 1 --yes-i-really-mean-it >/dev/null 2>&1 || true
 	timeout 60 rbd --conf "$CEPH_CONF" pool init rbd || fail "rbd pool init rbd failed (log in $CEPH_DIR/log)"

@@ -45,7 +45,7 @@ grep -q '^VDISK_SANITIZE:BOOL=ON' "$BUILD_DIR/CMakeCache.txt" && san=(-fsanitize
 # shellcheck disable=SC2046
 cc -std=gnu17 -Wall -Wextra -Werror "${san[@]}" -I"$SRC_DIR/include" -o "$TMP/readonly" \
 	"$TMP/readonly.c" "$BUILD_DIR/libvdisk.a" \
-	$(pkg-config --libs liburing jansson libcrypto libssl sqlite3 libcurl) -lpthread -lm \
+	$(pkg-config --libs liburing jansson libcrypto libssl sqlite3 libcurl libnbd) -lrbd -lrados -lpthread -lm \
 	2>"$TMP/cc.log" || fail "the guide's example does not build: $(cat "$TMP/cc.log")"
 "$TMP/readonly" >"$TMP/out" 2>&1 || fail "the guide's example misbehaves: $(cat "$TMP/out")"
 

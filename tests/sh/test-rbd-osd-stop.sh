@@ -3,7 +3,7 @@
 # serve: nothing is reported done while it is away, everything completes once
 # it returns, and every write reported done reads back.  Then with a short
 # timeout the writes fail instead, and those reported done are still there.
-# ctest-labels: ceph slow
+# ctest-labels: ceph slow soak
 # ctest-resource-lock: ceph
 # ctest-timeout: 900
 source "$(dirname "$0")/functions.sh"

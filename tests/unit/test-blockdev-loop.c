@@ -217,7 +217,7 @@ static void test_resize_seen_by_waiters(void **state)
 	assert_int_equal(listeners(), 0);
 	struct vdisk *a = open_dev(&l, NULL);
 	assert_int_equal(listeners(), 1);
-	struct vdisk *b = open_dev(&l, ",direct=off");
+	struct vdisk *b = open_dev(&l, ",direct=off,read-only=on"); /* a reader beside the writer */
 	/* one listener for the process, whatever the number of devices */
 	assert_int_equal(listeners(), 1);
 	struct vdisk_queue *qa = vdisk_queue_create(a, NULL), *qb = vdisk_queue_create(b, NULL);
