@@ -22,7 +22,7 @@ truncate -s 16M "$TMP/plain.img"
 dev=$(losetup -f --show "$TMP/plain.img") || skip "losetup could not attach a file"
 cleanup_fn "losetup -d '$dev' 2>/dev/null"
 start_server "file:path=$dev"
-qio -c "write -P 0x5c 1M 64k" | grep -q "wrote 65536" || fail "write before detach"
+qio -c "write -P 0x5c 1M 64k" | grep -c "wrote 65536" >/dev/null || fail "write before detach"
 losetup -d "$dev" || fail "losetup -d $dev"
 qio -c "read -P 0x5c 1M 64k" -c "write -P 0x3d 2M 4k" -c "read -P 0x3d 2M 4k" >"$TMP/after" ||
 	fail "I/O after a deferred detach: $(cat "$TMP/after")"
@@ -30,10 +30,10 @@ grep -q "failed" "$TMP/after" && fail "I/O after a deferred detach: $(cat "$TMP/
 stop_server
 # the last close released it
 for ((i = 0; i < 100; i++)); do
-	losetup -a | grep -q "$TMP/plain.img" || break
+	losetup -a | grep -c "$TMP/plain.img" >/dev/null || break
 	sleep 0.05
 done
-losetup -a | grep -q "$TMP/plain.img" && fail "$dev still attached after the disk closed"
+losetup -a | grep -c "$TMP/plain.img" >/dev/null && fail "$dev still attached after the disk closed"
 
 # --- the storage below the device vanishes ---------------------------------
 mnt=$TMP/mnt

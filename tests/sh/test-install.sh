@@ -89,7 +89,9 @@ cc -std=c17 -Wall -Wextra -Werror "${san[@]}" -o "$TMP/user" "$TMP/user.c" \
 	fail "building against the installed shared library: $(cat "$TMP/cc.log")"
 LD_LIBRARY_PATH=$libdir "$TMP/user" >"$TMP/out" 2>&1 || fail "the program failed: $(cat "$TMP/out")"
 grep -q '^ok ' "$TMP/out" || fail "unexpected output: $(cat "$TMP/out")"
-LD_LIBRARY_PATH=$libdir ldd "$TMP/user" | grep -q "$libdir/libvdisk.so.0" ||
+# (the whole output first: grep -q stopping early would fail ldd with SIGPIPE)
+linked=$(LD_LIBRARY_PATH=$libdir ldd "$TMP/user")
+grep -q "$libdir/libvdisk.so.0" <<<"$linked" ||
 	fail "the program is not linked to the installed libvdisk.so.0"
 
 # static: libvdisk.a, then the (shared) libraries it needs, as the .pc names
@@ -103,7 +105,8 @@ cc -std=c17 -Wall -Wextra -Werror "${san[@]}" -o "$TMP/user-static" "$TMP/user.c
 	$(pkg-config --cflags libvdisk) "$libdir/libvdisk.a" $(pkg-config --libs $deps) \
 	$private 2>"$TMP/cc.log" ||
 	fail "building against the installed static library: $(cat "$TMP/cc.log")"
-ldd "$TMP/user-static" | grep -q libvdisk && fail "the static program needs libvdisk.so"
+linked=$(ldd "$TMP/user-static")
+grep -q libvdisk <<<"$linked" && fail "the static program needs libvdisk.so"
 "$TMP/user-static" >"$TMP/out" 2>&1 || fail "the static program failed: $(cat "$TMP/out")"
 grep -q '^ok ' "$TMP/out" || fail "unexpected output: $(cat "$TMP/out")"
 

@@ -7,7 +7,7 @@
 source "$(dirname "$0")/functions.sh"
 source "$(dirname "$0")/iscsi-functions.sh"
 requires iscsi-inq iscsi-ls iscsi-readcapacity16 qemu-img
-qemu-img --help | grep -qw iscsi || skip "qemu-img without the iscsi driver (qemu-block-extra)"
+qemu-img --help | grep -cw iscsi >/dev/null || skip "qemu-img without the iscsi driver (qemu-block-extra)"
 
 expect_status 2 "$VDISK" serve ram:size=1M --target-name iqn.2026-01.x:y
 expect_stderr "--iscsi"
@@ -69,7 +69,7 @@ iuri=$(grep '^iscsi://' "$TMP/both.out") || fail "no iSCSI URI: $(cat "$TMP/both
 nuri=$(grep '^nbd://' "$TMP/both.out") || fail "no NBD URI"
 head -c 1048576 "$TMP/new.img" >"$TMP/1m.img"
 qemu-img convert -n -f raw -O raw "$TMP/1m.img" "$iuri" || fail "write over iSCSI"
-nbdinfo --size "$nuri" | grep -qx 8388608 || fail "nbdinfo beside iSCSI"
+nbdinfo --size "$nuri" | grep -cx 8388608 >/dev/null || fail "nbdinfo beside iSCSI"
 "$PYTHON" - "$nuri" "$TMP/1m.img" <<'PY' || fail "data written over iSCSI is not seen over NBD"
 import sys, nbd
 h = nbd.NBD(); h.connect_uri(sys.argv[1])

@@ -16,7 +16,7 @@ for scd in "${pages[@]}"; do
 	built=$BUILD_DIR/man/$page
 	[[ -s $built ]] || fail "$page was not built into build/man"
 	cmp -s "$built" "$TMP/$page" || fail "build/man/$page is out of date with $scd"
-	head -1 "$scd" | grep -qx "$name($sec)" || fail "$scd: first line is not '$name($sec)'"
+	head -1 "$scd" | grep -cx "$name($sec)" >/dev/null || fail "$scd: first line is not '$name($sec)'"
 	MANWIDTH=80 man -l "$TMP/$page" >"$TMP/text" 2>"$TMP/err" || fail "man cannot render $page"
 	grep -q '^NAME' "$TMP/text" || fail "$page has no NAME section"
 	grep -q "^       $name - " "$TMP/text" || fail "$page: NAME does not start with '$name - '"

@@ -90,7 +90,7 @@ start_server ram:size=16M --tls-psk "$TMP/psk"
 tls=$(nbd_spec "nbds+unix://alice@/?socket=$SOCK&tls-psk-file=$TMP/psk")
 "$VDISK" convert "$TMP/src.img" "$tls" || fail "convert file -> TLS export"
 expect_status 0 "$VDISK" compare "$tls" "$TMP/src.img"
-"$VDISK" info "$tls" --json | grep -q '"tls": true' || fail "TLS not negotiated"
+"$VDISK" info "$tls" --json | grep -c '"tls": true' >/dev/null || fail "TLS not negotiated"
 echo "alice:$(openssl rand -hex 32)" >"$TMP/wrong-psk"
 expect_status 1 "$VDISK" info "$(nbd_spec "nbds+unix://alice@/?socket=$SOCK&tls-psk-file=$TMP/wrong-psk")"
 expect_stderr "nbds+unix://alice@/"

@@ -64,6 +64,6 @@ nbdinfo --map --json "$URI" | jq -c '[.[] | select(.type == 0) | [.offset, .leng
 [[ $(cat "$TMP/ram.map") == "[[1048576,65536],[8912896,524288]]" ]] ||
 	fail "ram map: $(cat "$TMP/ram.map")"
 # with --totals: 589824 bytes of data
-nbdinfo --map --totals "$URI" | grep -qE '^ *589824 +[0-9.]+% +0 +data' ||
+nbdinfo --map --totals "$URI" | grep -cE '^ *589824 +[0-9.]+% +0 +data' >/dev/null ||
 	fail "totals: $(nbdinfo --map --totals "$URI")"
 stop_server

@@ -17,13 +17,13 @@ expect_status 2 "$VDISK" serve ram:size=1M --tcp '::1:5'
 expect_stderr "HOST:PORT"
 expect_status 1 "$VDISK" serve nosuch:size=1M --unix "$SOCK"
 expect_stderr "nosuch"
-"$VDISK" serve --help | grep -q -- '--handshake-timeout' || fail "--help"
+"$VDISK" serve --help | grep -c -- '--handshake-timeout' >/dev/null || fail "--help"
 
 # pid file and URI
 start_server ram:size=4M --pid-file "$TMP/pid" --export-name 'a b/c'
 [[ $(cat "$TMP/pid") == "$SERVER_PID" ]] || fail "pid file: $(cat "$TMP/pid") vs $SERVER_PID"
 [[ $URI == "nbd+unix:///a%20b%2Fc?socket=$SOCK" ]] || fail "URI: $URI"
-nbdinfo --size "$URI" | grep -qx 4194304 || fail "nbdinfo on the printed URI"
+nbdinfo --size "$URI" | grep -cx 4194304 >/dev/null || fail "nbdinfo on the printed URI"
 # the socket is in use: a second server is refused
 expect_status 1 "$VDISK" serve ram:size=1M --unix "$SOCK"
 expect_stderr "in use"
@@ -42,7 +42,7 @@ cleanup_fn "kill $pid 2>/dev/null"
 for ((i = 0; i < 600; i++)); do [[ -s $TMP/tcp.out ]] && break; sleep 0.05; done
 tcp_uri=$(head -1 "$TMP/tcp.out")
 [[ $tcp_uri =~ ^nbd://127\.0\.0\.1:[0-9]+/$ ]] || fail "TCP URI: $tcp_uri"
-nbdinfo --size "$tcp_uri" | grep -qx 2097152 || fail "nbdinfo over TCP"
+nbdinfo --size "$tcp_uri" | grep -cx 2097152 >/dev/null || fail "nbdinfo over TCP"
 kill -INT $pid
 wait $pid || fail "SIGINT: exit $?"
 
@@ -70,7 +70,7 @@ PY
 grep -q tttt "$TMP/replies" || fail "replayed read did not return the written data"
 
 # systemd socket activation
-nbdinfo --size -- [ "$VDISK" serve ram:size=3M ] | grep -qx 3145728 || fail "socket activation"
+nbdinfo --size -- [ "$VDISK" serve ram:size=3M ] | grep -cx 3145728 >/dev/null || fail "socket activation"
 
 # SIGTERM with writes in flight: they finish, reach the file, the server exits 0
 img=$TMP/slow.img

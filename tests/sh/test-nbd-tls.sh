@@ -103,14 +103,14 @@ stop_server
 # pre-shared keys, TLS offered but optional
 start_server ram:size=8M --tls-psk "$TMP/psk"
 psk="nbds+unix://alice@/?socket=$SOCK&tls-psk-file=$TMP/psk"
-nbdinfo "$psk" | grep -q 'with TLS' || fail "PSK: no TLS"
+nbdinfo "$psk" | grep -c 'with TLS' >/dev/null || fail "PSK: no TLS"
 nbdcopy "$TMP/data" "$psk" && nbdcopy "$psk" "$TMP/back" || fail "nbdcopy over PSK"
 cmp <(head -c 6M "$TMP/back") "$TMP/data" || fail "PSK round trip differs"
 nbdinfo "nbds+unix://alice@/?socket=$SOCK&tls-psk-file=$TMP/wrong-psk" >/dev/null 2>&1 &&
 	fail "wrong key accepted"
 nbdinfo "nbds+unix://mallory@/?socket=$SOCK&tls-psk-file=$TMP/psk" >/dev/null 2>&1 &&
 	fail "unknown identity accepted"
-nbdinfo "nbd+unix:///?socket=$SOCK" | grep -q 'without TLS' || fail "--tls=on refused a plain client"
+nbdinfo "nbd+unix:///?socket=$SOCK" | grep -c 'without TLS' >/dev/null || fail "--tls=on refused a plain client"
 stop_server
 
 # bad credentials are refused at start

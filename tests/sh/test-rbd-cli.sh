@@ -75,7 +75,7 @@ cmp -s -n 2097152 "$TMP/plain" "$TMP/cipher" && fail "the image holds the plaint
 
 # a snapshot opens read-only and keeps the old data
 rbdc snap create rbd/a@s1 >/dev/null
-"$VDISK" info "$S,image=a,snapshot=s1" --json | grep -q '"read_only": true' ||
+"$VDISK" info "$S,image=a,snapshot=s1" --json | grep -c '"read_only": true' >/dev/null ||
 	fail "a snapshot did not open read-only"
 "$VDISK" convert "$TMP/plain" "$S,image=a" >/dev/null
 "$VDISK" compare "$TMP/src.raw" "$S,image=a,snapshot=s1" || fail "the snapshot changed"
@@ -87,7 +87,7 @@ rbdc namespace create --pool rbd --namespace ns1
 [[ $(rbdc ls --pool rbd --namespace ns1) == n ]] || fail "the image is not in the namespace"
 expect_status 1 "$VDISK" info "$S,image=n"
 expect_stderr "the image does not exist"
-"$VDISK" info "$S,namespace=ns1,image=n" --json | grep -q '"namespace": "ns1"' ||
+"$VDISK" info "$S,namespace=ns1,image=n" --json | grep -c '"namespace": "ns1"' >/dev/null ||
 	fail "inspect does not show the namespace"
 
 # bad input: each message names cluster, pool and image and what failed
