@@ -85,7 +85,7 @@ def conformance(img, what, extra=""):
     binary = os.path.join(os.environ.get("BUILD_DIR", "build"), "tests", "vdisk-conformance")
     p = run(binary, spec(img, extra), check=False)
     expect(p.returncode == 0, f"conformance suite over {what}" +
-           ("" if p.returncode == 0 else ": " + (p.stdout + p.stderr)[-400:]))
+           ("" if p.returncode == 0 else ": " + (p.stdout + p.stderr)[-3000:]))
 
 
 def gen_images(tmp):

@@ -332,7 +332,7 @@ static int step(struct vhdx_ctx *c)
 			                 block);
 			return 0;
 		}
-		bool present;
+		bool present = false;
 		int run = bitmap_run(v, sector, n, &present);
 		if (run < 0) {
 			c->st = vdisk_status_io(EIO);
@@ -423,6 +423,10 @@ static int vhdx_read(struct vdisk_req *r)
 {
 	struct vhdx_ctx *c = vdisk_req_ctx(r);
 	*c = (struct vhdx_ctx){.r = r, .st = vdisk_status_ok()};
+	if (r->len == 0) { /* nothing to look up */
+		vdisk_req_complete(r, c->st);
+		return 0;
+	}
 	/* the first piece may ask for back-pressure: report it before anything
 	 * is in flight, so the core can submit the request again */
 	int rc = step(c);
